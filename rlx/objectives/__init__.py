@@ -1,0 +1,30 @@
+"""rlx.objectives: pure-torch advantages, policy losses, aggregation, KL estimators, REPO
+transforms, fp32 chunked entropy / log-probs and the Theorem 1 prediction.
+
+No Lightning, no Hydra: import it into any trainer. Formulas are in each function's docstring
+and in docs/entropy-preserving-rl.md.
+"""
+
+from .advantages import (
+    ADVANTAGE_ESTIMATORS,
+    compute_advantages,
+    dr_grpo_advantages,
+    dynamic_sampling_mask,
+    grpo_advantages,
+    loop_advantages,
+    rloo_advantages,
+)
+from .aggregation import LOSS_AGG_MODES, aggregate_loss, count_seqs, count_tokens
+from .entropy import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
+from .kl import kl_penalty
+from .losses import POLICY_LOSSES, policy_loss, ppo_loss, reinforce_loss
+from .repo import decorrelating_beta, predicted_entropy_change, repo_d, repo_r
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS", "LOSS_AGG_MODES", "POLICY_LOSSES",
+    "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
+    "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",
+    "entropy_from_logits", "grpo_advantages", "kl_penalty", "logprobs_and_entropy",
+    "logprobs_from_logits", "loop_advantages", "policy_loss", "ppo_loss",
+    "predicted_entropy_change", "reinforce_loss", "repo_d", "repo_r", "rloo_advantages",
+]
