@@ -44,7 +44,6 @@ PASS_AT_K_PREFIX = "eval/pass_at_k/"
 HISTORY_METRICS = (
     "train/entropy",
     "train/reward_mean",
-    "train/entropy_change_pct",
     "train/entropy_pred_delta",
     "train/entropy_meas_delta",
     "train/clipfrac_low",
@@ -379,8 +378,10 @@ def resolve_experiments(client, names: list[str], uri: str) -> list:
     return found
 
 
-def search_all_runs(client, experiment_ids: list[str], filter_string: str) -> list:
-    """Every run of the experiments matching ``filter_string`` (all result pages)."""
+def search_all_runs(client, experiment_ids: list[str], filter_string: str,
+                    user_filter: str | None = None) -> list:
+    """Every run of the experiments matching ``filter_string`` (all result pages); an invalid
+    filter raises UsageError naming ``user_filter`` (the --filter part) when given."""
     from mlflow.exceptions import MlflowException
 
     runs, token = [], None
@@ -390,7 +391,8 @@ def search_all_runs(client, experiment_ids: list[str], filter_string: str) -> li
                                       max_results=1000, page_token=token)
         except MlflowException as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise UsageError(f"invalid filter {filter_string!r}: {first_line}", 2) from None
+            what = f"--filter {user_filter!r}" if user_filter else f"filter {filter_string!r}"
+            raise UsageError(f"invalid {what}: {first_line}", 2) from None
         runs += list(page)
         token = page.token
         if not token:
@@ -420,15 +422,23 @@ def load_record(client, run, experiment_name: str, group_by: list[str]) -> RunRe
 # Summary run
 # ---------------------------------------------------------------------------------------------
 def summary_artifact_location(uri: str, experiments: list) -> str | None:
-    """Where a new ``rlx-compare`` experiment keeps artifacts: next to the compared runs'
-    (a sibling ``rlx-compare`` folder of the first experiment's artifact location) for a
-    database store; the store's own default for a server or a file store."""
+    """Where a new ``rlx-compare`` experiment keeps artifacts: next to the compared runs'.
+
+    For a database store: a sibling ``rlx-compare`` folder when the first selected
+    experiment's artifact location is a per-experiment folder (named by its id or name),
+    else that same location (run artifacts sit in per-run-id subfolders, so sharing is safe).
+    A server or file store chooses for itself (None).
+    """
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")) or not experiments:
         return None
-    loc = (experiments[0].artifact_location or "").rstrip("/")
-    if "/" not in loc:
+    exp = experiments[0]
+    loc = (exp.artifact_location or "").rstrip("/")
+    if not loc:
         return None
-    return loc.rsplit("/", 1)[0] + f"/{SUMMARY_EXPERIMENT}"
+    parent, _, last = loc.rpartition("/")
+    if parent and last in (str(exp.experiment_id), exp.name):
+        return f"{parent}/{SUMMARY_EXPERIMENT}"
+    return loc
 
 
 def log_summary_run(client, out_dir: Path, tags: dict[str, str], params: dict[str, str],
@@ -457,14 +467,18 @@ def log_summary_run(client, out_dir: Path, tags: dict[str, str], params: dict[st
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rlx-compare",
-        description="Compare MLflow runs: one row per group of runs (e.g. algorithm x "
-        "precision), each value mean ± standard error over the group's runs (seeds); "
-        "writes results.md, results.csv, runs.csv and PNG plots, and logs them to a "
-        f"summary run in the MLflow experiment '{SUMMARY_EXPERIMENT}'.",
-        epilog="Selection options combine with AND. 'final' = a run's last logged value (by "
-        "step). Examples: rlx-compare --sweep-id 2025-11-27_paper | rlx-compare --experiment "
-        "arith --group-by algorithm.name,algorithm.regulator.zeta_max --filter "
-        "\"params.seed != '0'\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare MLflow runs: one row per group of runs (e.g. algorithm x\n"
+        "precision), each value mean ± standard error over the group's runs (seeds).\n"
+        "Writes results.md, results.csv, runs.csv and PNG plots to --out and logs them\n"
+        f"to a summary run in the MLflow experiment '{SUMMARY_EXPERIMENT}'.",
+        epilog="Selection options combine with AND. 'final' = a run's last logged value\n"
+        "(highest step). Exit codes: 0 done, 1 nothing selected, 2 bad arguments.\n\n"
+        "examples:\n"
+        "  rlx-compare --sweep-id 2025-11-27_paper\n"
+        "  rlx-compare --experiment expression --group-by "
+        "algorithm.name,algorithm.regulator.zeta_max\n"
+        "  rlx-compare --filter \"params.seed != '0'\" --k 4 8 --no-summary-run",
     )
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
@@ -508,8 +522,8 @@ def run_compare(args, echo: Callable[[str], None] = print) -> int:
     client = MlflowClient(tracking_uri=uri)
     experiments = resolve_experiments(client, args.experiment, uri)
     filter_string = build_filter(args.sweep_id, args.tag, args.filter, args.include_unfinished)
-    runs = search_all_runs(client, [e.experiment_id for e in experiments], filter_string) \
-        if experiments else []
+    ids = [e.experiment_id for e in experiments]
+    runs = search_all_runs(client, ids, filter_string, args.filter) if ids else []
     if not runs:
         raise UsageError(f"no runs selected ({describe_selection(args)}) in {uri}", 1)
 

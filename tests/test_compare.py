@@ -247,7 +247,8 @@ def test_bad_filter_is_one_clear_line(store, tmp_path, capsys):
     rc, _ = _cli(store, tmp_path, "--filter", "metrics.x >> 1")
     assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "invalid filter" in err and "Traceback" not in err
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "invalid --filter 'metrics.x >> 1'" in err
 
 
 def test_unknown_experiment_and_missing_store(store, tmp_path, capsys):
@@ -293,3 +294,15 @@ def test_module_help_runs():
     for opt in ("--tracking-uri", "--experiment", "--sweep-id", "--tag", "--filter",
                 "--group-by", "--out", "--k", "--no-summary-run"):
         assert opt in proc.stdout
+
+
+def test_summary_artifact_location_follows_the_runs():
+    class Exp:
+        def __init__(self, loc, eid="3", name="arith"):
+            self.artifact_location, self.experiment_id, self.name = loc, eid, name
+
+    loc = compare.summary_artifact_location
+    assert loc("sqlite:///x.db", [Exp("file:///a/mlruns/3")]) == "file:///a/mlruns/rlx-compare"
+    assert loc("sqlite:///x.db", [Exp("s3://b/p/arith")]) == "s3://b/p/rlx-compare"
+    assert loc("sqlite:///x.db", [Exp("/w/outputs/mlartifacts")]) == "/w/outputs/mlartifacts"
+    assert loc("http://mlflow:5000", [Exp("mlflow-artifacts:/3")]) is None
