@@ -1,0 +1,432 @@
+"""The RL LightningModule: one `training_step` is one RL iteration.
+
+rollout (G samples per prompt) -> rewards -> advantages -> old log-probs and exact entropy
+(one no-grad forward) -> ppo_epochs x minibatches of updates (entropy regulator applied to the
+advantage of every minibatch) -> entropy dynamics monitor -> controller update -> metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rlx import objectives as obj
+from rlx.control import AdaptiveEntropyCoefController, ClipHighController, ZetaController
+from rlx.metrics import distinct_correct, pass_at_k, pearson
+from rlx.rollout import RolloutBatch, generate_rollouts
+from rlx.tasks.base import RewardStats, safe_rewards
+
+SUCCESS_THRESHOLD = 1.0 - 1e-6  # a sample counts as correct for pass@k when its reward reaches 1
+
+
+@dataclass
+class TokenStats:
+    """Per-token fp32 log-probs of the sampled tokens and (optionally) full-distribution entropy."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None
+
+
+def response_token_stats(model, batch: RolloutBatch, temperature: float, chunk_size: int,
+                         with_entropy: bool) -> TokenStats:
+    """log pi(y_t | x, y_<t) for the completion tokens (and H(pi(.|x, y_<t)) if asked), in fp32.
+
+    Only the last T+1 positions go through the LM head (`logits_to_keep`), and logits are
+    divided by the sampling temperature so the log-probs are those of the sampling policy.
+    """
+    responses = batch.responses
+    length = responses.shape[1]
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=length + 1,
+        use_cache=False,
+    ).logits[:, :-1]
+    if temperature != 1.0:
+        logits = logits / temperature
+    if with_entropy:
+        logprobs, entropy = obj.logprobs_and_entropy(logits, responses, chunk_size=chunk_size)
+        return TokenStats(logprobs, entropy)
+    return TokenStats(obj.logprobs_from_logits(logits, responses, chunk_size=chunk_size), None)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """sum(values * mask) / max(1, sum(mask)) as a Python float."""
+    return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+def build_controllers(reg: DictConfig) -> dict:
+    """The stateful controllers the algorithm's entropy regulator needs (none for plain objectives)."""
+    if reg.name in ("repo_r", "repo_d"):
+        return {"zeta": ZetaController(zeta_init=reg.zeta_init, zeta_min=reg.zeta_min, zeta_max=reg.zeta_max,
+                                       target_ratio=reg.target_ratio)}
+    if reg.name == "adapo":
+        return {"eps_high": ClipHighController(eps_init=reg.eps_init, eps_min=reg.eps_min, eps_max=reg.eps_max,
+                                               factor=reg.factor, mode=reg.mode, step=reg.step,
+                                               dead_band=reg.dead_band, target_ratio=reg.target_ratio)}
+    if reg.name == "adaptive_entropy":
+        return {"entropy_coef": AdaptiveEntropyCoefController(
+            coef_init=reg.coef_init, delta=reg.delta, coef_min=reg.coef_min, coef_max=reg.coef_max,
+            target_ratio=reg.target_ratio)}
+    return {}
+
+
+class RLModule(L.LightningModule):
+    """Owns the policy, the frozen reference policy, the objective and the controllers."""
+
+    def __init__(self, policy, tokenizer, task, cfg: DictConfig, reference=None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy = policy.train()  # from_pretrained returns eval mode
+        self.reference = reference
+        if self.reference is None and (cfg.algorithm.kl_loss_coef > 0 or cfg.monitor.kl_ref):
+            self.reference = copy.deepcopy(policy)
+        if self.reference is not None:
+            self.reference.requires_grad_(False).eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.cfg = cfg
+        self.alg = cfg.algorithm
+        self.controllers = build_controllers(self.alg.regulator)
+        self.entropy0: float | None = None
+        self.entropy_cumulative = 0.0
+        self.dynamics: list[tuple[float, float]] = []  # (predicted, measured) entropy change per iteration
+        self.nonfinite_streak = 0
+        self.mlflow_run_id: str | None = None
+        self.last_metrics: dict[str, float] = {}
+        self._train_prompts = task.train_prompts()
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        return torch.optim.AdamW(self.policy.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+
+    @property
+    def iteration(self) -> int:
+        return self.current_epoch
+
+    def sample_prompts(self, iteration: int):
+        """task.prompts_per_step prompts without replacement, seeded by (seed, iteration) so a
+        resumed run sees the same prompts as an uninterrupted one."""
+        rng = random.Random(self.cfg.seed * 1_000_003 + iteration)
+        k = min(self.cfg.task.prompts_per_step, len(self._train_prompts))
+        chosen = rng.sample(self._train_prompts, k)
+        while len(chosen) < self.cfg.task.prompts_per_step:  # more prompts per step than the task has
+            chosen.append(rng.choice(self._train_prompts))
+        return chosen
+
+    def training_step(self, batch, batch_idx):
+        it = self.iteration
+        metrics: dict[str, float] = {}
+        t_start = time.perf_counter()
+        if self.cfg.eval_every and it % self.cfg.eval_every == 0 or it == 0:
+            metrics.update(self.evaluate())
+        rollout, advantages, metrics_r = self.collect_rollout(it)
+        metrics.update(metrics_r)
+        metrics.update(self.update_policy(rollout, advantages))
+        metrics["time/iteration_s"] = time.perf_counter() - t_start
+        self.last_metrics = metrics
+        self.logger_log(metrics, step=it)
+        if it == self.trainer.max_epochs - 1:
+            self.logger_log(self.evaluate(), step=it + 1)
+
+    # ----------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def collect_rollout(self, iteration: int):
+        """Generate, score, compute advantages and the per-token statistics before the update."""
+        alg, ro = self.alg, self.cfg.rollout
+        prompts = self.sample_prompts(iteration)
+        t0 = time.perf_counter()
+        rollout = generate_rollouts(self.policy, self.tokenizer, [p.text for p in prompts], alg.group_size,
+                                    ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p)
+        t_rollout = time.perf_counter() - t0
+        stats = RewardStats()
+        samples = [prompts[i] for i in rollout.prompt_index.tolist()]
+        rewards = torch.tensor(safe_rewards(self.task, samples, rollout.completions, stats), dtype=torch.float32)
+        advantages = obj.compute_advantages(alg.advantage, rewards, alg.group_size, scale=alg.adv_scale)
+
+        t0 = time.perf_counter()
+        chunk = self.cfg.monitor.chunk_size
+        before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
+        rollout.extras["old_logprobs"] = before.logprobs
+        rollout.extras["entropy"] = before.entropy
+        if self.reference is not None:
+            rollout.extras["ref_logprobs"] = self.batched_token_stats(self.reference, rollout, False).logprobs
+        t_logprob = time.perf_counter() - t0
+
+        mask = rollout.response_mask
+        entropy = masked_mean(before.entropy, mask)
+        if self.entropy0 is None:
+            self.entropy0 = entropy
+            for controller in self.controllers.values():
+                controller.set_target(entropy)
+        self.entropy_cumulative += entropy
+        n_tokens = float(mask.sum())
+        metrics = {
+            "train/reward_mean": float(rewards.mean()),
+            "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "train/reward_errors": float(stats.errors),
+            "train/advantage_abs_mean": float(advantages.abs().mean()),
+            "train/entropy": entropy,
+            "train/entropy_sampled": masked_mean(-before.logprobs, mask),
+            "train/entropy_change_pct": 100.0 * (entropy - self.entropy0) / max(self.entropy0, 1e-12),
+            "train/entropy_cumulative": self.entropy_cumulative,
+            "train/response_length": n_tokens / len(rewards),
+            "train/truncated_frac": float(rollout.truncated.float().mean()),
+            "time/rollout_s": t_rollout,
+            "time/logprob_s": t_logprob,
+            "perf/tokens_per_s": n_tokens / max(t_rollout, 1e-9),
+        }
+        if self.reference is not None:
+            kl = obj.kl_penalty(before.logprobs, rollout.extras["ref_logprobs"], self.alg.kl_loss_type)
+            metrics["train/kl_ref"] = masked_mean(kl, mask)
+        rollout.extras["rewards"] = rewards
+        return rollout, advantages, metrics
+
+    def batched_token_stats(self, model, rollout: RolloutBatch, with_entropy: bool) -> TokenStats:
+        """response_token_stats over micro-batches of trainer.micro_batch_size rows."""
+        size = self.cfg.trainer.micro_batch_size
+        parts = [response_token_stats(model, rollout.select(torch.arange(i, min(i + size, len(rollout.completions)))),
+                                      self.cfg.rollout.temperature, self.cfg.monitor.chunk_size, with_entropy)
+                 for i in range(0, len(rollout.completions), size)]
+        logprobs = torch.cat([p.logprobs for p in parts])
+        entropy = torch.cat([p.entropy for p in parts]) if with_entropy else None
+        return TokenStats(logprobs, entropy)
+
+    # ----------------------------------------------------------------- update
+    def regulated_advantages(self, advantages: torch.Tensor, logprobs: torch.Tensor, entropy: torch.Tensor | None,
+                             mask: torch.Tensor) -> torch.Tensor:
+        """Per-token advantages after the entropy regulator (REPO-R / REPO-D transform), no grad."""
+        reg = self.alg.regulator
+        tokens = advantages[:, None].expand_as(logprobs) * mask
+        if reg.name == "repo_r":
+            return obj.repo_r(tokens, logprobs.detach(), self.controllers["zeta"].zeta, variant=reg.variant) * mask
+        if reg.name == "repo_d":
+            regulated, _ = obj.repo_d(tokens, logprobs.detach(), entropy.detach(), mask, self.controllers["zeta"].zeta)
+            return regulated * mask
+        return tokens
+
+    def loss_kwargs(self) -> dict:
+        """The policy-loss configuration, with ADAPO's current clip_ratio_high."""
+        alg = self.alg
+        kwargs = dict(loss_agg_mode=alg.loss_agg_mode, clip_ratio_low=alg.clip_ratio_low,
+                      clip_ratio_high=alg.clip_ratio_high, clip_ratio_c=alg.clip_ratio_c)
+        if "eps_high" in self.controllers:
+            kwargs["clip_ratio_high"] = self.controllers["eps_high"].eps_high
+        kwargs.update(alg.get("loss_kwargs") or {})
+        return kwargs
+
+    def entropy_coefficient(self) -> float:
+        if "entropy_coef" in self.controllers:
+            return self.controllers["entropy_coef"].coef
+        return float(self.alg.entropy_coeff)
+
+    def update_policy(self, rollout: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        """ppo_epochs x num_minibatches optimizer steps on the rollout, then the monitor and controllers."""
+        alg = self.alg
+        optimizer = self.optimizers()
+        t0 = time.perf_counter()
+        rows = torch.arange(len(rollout.completions))
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        metrics: dict[str, float] = {}
+        if alg.dynamic_sampling:
+            keep = obj.dynamic_sampling_mask(rollout.extras["rewards"], alg.group_size)
+            metrics["train/dropped_groups"] = float((~keep).sum() / alg.group_size)
+        rows = rows[keep]
+        sums: dict[str, float] = {}
+        steps = skipped = 0
+        generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.iteration)
+        for _epoch in range(alg.ppo_epochs):
+            order = rows[torch.randperm(len(rows), generator=generator)] if len(rows) else rows
+            for minibatch in order.tensor_split(alg.num_minibatches) if len(order) else []:
+                if len(minibatch) == 0:
+                    continue
+                step_metrics = self.minibatch_step(rollout, advantages, minibatch, optimizer)
+                if step_metrics is None:
+                    skipped += 1
+                    continue
+                steps += 1
+                for key, value in step_metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+        metrics.update({f"train/{k}": v / steps for k, v in sums.items()} if steps else {})
+        metrics["train/optimizer_steps"] = float(steps)
+        metrics["train/nonfinite_skips"] = float(skipped)
+        self.check_nonfinite(steps, skipped)
+        metrics["time/update_s"] = time.perf_counter() - t0
+        metrics.update(self.entropy_dynamics(rollout, advantages))
+        if self.controllers:
+            metrics.update(self.update_controllers(metrics["train/entropy_after"]))
+        return metrics
+
+    def minibatch_step(self, rollout: RolloutBatch, advantages: torch.Tensor, minibatch: torch.Tensor,
+                       optimizer) -> dict[str, float] | None:
+        """One optimizer step over `minibatch`, accumulated over micro-batches; the loss is
+        normalised by the minibatch's global token / sequence counts so the split does not matter.
+        Returns None (and skips the step) when the loss or gradient is not finite."""
+        alg = self.alg
+        mask_all = rollout.response_mask[minibatch]
+        global_tokens = float(mask_all.sum())
+        global_seqs = float(len(minibatch))
+        need_entropy = self.alg.regulator.name == "repo_d" or self.entropy_coefficient() > 0
+        optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        finite = True
+        for micro in minibatch.split(self.cfg.trainer.micro_batch_size):
+            part = rollout.select(micro)
+            mask = part.response_mask
+            current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
+                                           self.cfg.monitor.chunk_size, with_entropy=need_entropy)
+            adv = self.regulated_advantages(advantages[micro], current.logprobs, current.entropy, mask)
+            loss, loss_metrics = obj.policy_loss(
+                alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro], adv, mask,
+                global_tokens=global_tokens, global_seqs=global_seqs, max_response_length=mask.shape[1],
+                **self.loss_kwargs())
+            if alg.kl_loss_coef > 0:
+                kl = obj.kl_penalty(current.logprobs, rollout.extras["ref_logprobs"][micro], alg.kl_loss_type)
+                loss = loss + alg.kl_loss_coef * obj.aggregate_loss(
+                    kl, mask, alg.loss_agg_mode, global_tokens=global_tokens, global_seqs=global_seqs,
+                    max_response_length=mask.shape[1])
+            coef = self.entropy_coefficient()
+            if coef > 0:
+                loss = loss - coef * obj.aggregate_loss(current.entropy, mask, alg.loss_agg_mode,
+                                                        global_tokens=global_tokens, global_seqs=global_seqs,
+                                                        max_response_length=mask.shape[1])
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            self.manual_backward(loss)
+            weight = float(mask.sum()) / max(global_tokens, 1.0)
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+            for key in ("clipfrac_low", "clipfrac_high", "clipfrac", "ratio_mean", "approx_kl"):
+                if key in loss_metrics:
+                    totals[key] = totals.get(key, 0.0) + weight * float(loss_metrics[key])
+        if finite:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
+            finite = bool(torch.isfinite(grad_norm))
+            totals["grad_norm"] = float(grad_norm)
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        optimizer.step()
+        return totals
+
+    def check_nonfinite(self, steps: int, skipped: int, patience: int = 3) -> None:
+        """Fail (the run ends FAILED, its last checkpoint intact) after `patience` iterations in a
+        row whose every optimizer step had a non-finite loss or gradient."""
+        self.nonfinite_streak = self.nonfinite_streak + 1 if skipped and not steps else 0
+        if self.nonfinite_streak >= patience:
+            raise FloatingPointError(
+                f"loss or gradient was NaN/inf in every optimizer step of {patience} iterations in a row "
+                f"(iteration {self.iteration}); resume from the last checkpoint with a lower optim.lr")
+
+    # ----------------------------------------------------------------- entropy control
+    @torch.no_grad()
+    def entropy_dynamics(self, rollout: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        """Theorem 1's predicted entropy change next to the measured change on the same batch.
+        Always on when a controller exists: the controllers read the post-update entropy."""
+        if not (self.cfg.monitor.entropy_dynamics or self.controllers):
+            return {}
+        t0 = time.perf_counter()
+        mask = rollout.response_mask
+        old_lp, entropy = rollout.extras["old_logprobs"], rollout.extras["entropy"]
+        after = self.batched_token_stats(self.policy, rollout, with_entropy=True)
+        h_before, h_after = masked_mean(entropy, mask), masked_mean(after.entropy, mask)
+        metrics = {"train/entropy_after": h_after, "train/entropy_meas_delta": h_after - h_before}
+        regulated = self.regulated_advantages(advantages, old_lp, entropy, mask)
+        metrics["train/entropy_pred_delta"] = float(obj.predicted_entropy_change(regulated, old_lp, entropy, mask))
+        self.dynamics.append((metrics["train/entropy_pred_delta"], metrics["train/entropy_meas_delta"]))
+        metrics["time/monitor_s"] = time.perf_counter() - t0
+        return metrics
+
+    def update_controllers(self, entropy_after: float) -> dict[str, float]:
+        """Once per iteration, after the update: move zeta / eps_high / entropy coef by comparing
+        the post-update entropy of the rollout batch with the target."""
+        out = {}
+        for name, controller in self.controllers.items():
+            out[f"control/{name}"] = float(controller.update(entropy_after))
+            out["control/target_entropy"] = float(controller.target)
+        return out
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """pass@k (unbiased), distinct correct answers and mean reward on each evaluation split."""
+        t0 = time.perf_counter()
+        ev, ro = self.cfg.eval, self.cfg.rollout
+        metrics: dict[str, float] = {}
+        lines = []
+        for split, prompts in self.task.eval_prompts().items():
+            n = ev.samples_per_prompt
+            rollout = generate_rollouts(self.policy, self.tokenizer, [p.text for p in prompts], n,
+                                        ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p)
+            samples = [prompts[i] for i in rollout.prompt_index.tolist()]
+            rewards = safe_rewards(self.task, samples, rollout.completions, RewardStats())
+            correct = [r >= SUCCESS_THRESHOLD for r in rewards]
+            per_prompt = {k: [] for k in ev.k}
+            distinct = []
+            for p in range(len(prompts)):
+                rows = slice(p * n, (p + 1) * n)
+                c = sum(correct[rows])
+                for k in ev.k:
+                    per_prompt[k].append(pass_at_k(n, c, k))
+                distinct.append(distinct_correct(rollout.completions[rows], correct[rows], self.task.answer_key))
+            for k, values in per_prompt.items():
+                metrics[f"{split}/pass_at_k/{k}"] = float(np.mean(values))
+            metrics[f"{split}/pass_at_1"] = float(np.mean([r >= SUCCESS_THRESHOLD for r in rewards]))
+            metrics[f"{split}/distinct_correct"] = float(np.mean(distinct))
+            metrics[f"{split}/reward_mean"] = float(np.mean(rewards))
+            per_prompt_shown = max(1, self.cfg.logger.log_generations // max(1, len(prompts)))
+            for p in range(len(prompts)):
+                for row in range(p * n, p * n + min(n, per_prompt_shown)):
+                    lines.append(f"{split}\t{samples[row].text}\t{rollout.completions[row]!r}\t{rewards[row]:.2f}")
+        metrics["time/eval_s"] = time.perf_counter() - t0
+        self.eval_generations = "split\tprompt\tcompletion\treward\n" + "\n".join(lines) + "\n"
+        return metrics
+
+    def logger_log(self, metrics: dict[str, float], step: int) -> None:
+        clean = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        if self.logger is not None:
+            self.logger.log_metrics(clean, step=step)
+            if any(k.endswith("pass_at_1") for k in clean) and getattr(self, "eval_generations", None):
+                self.logger.experiment.log_text(self.logger.run_id, self.eval_generations,
+                                                f"generations/iteration_{step:05d}.tsv")
+
+    # ----------------------------------------------------------------- checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rlx"] = {
+            "controllers": {name: c.state_dict() for name, c in self.controllers.items()},
+            "entropy0": self.entropy0,
+            "entropy_cumulative": self.entropy_cumulative,
+            "dynamics": self.dynamics,
+            "nonfinite_streak": self.nonfinite_streak,
+            "mlflow_run_id": self.logger.run_id if self.logger is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["rlx"]
+        for name, controller in self.controllers.items():
+            controller.load_state_dict(state["controllers"][name])
+        self.entropy0 = state["entropy0"]
+        self.entropy_cumulative = state["entropy_cumulative"]
+        self.dynamics = [tuple(x) for x in state["dynamics"]]
+        self.nonfinite_streak = state["nonfinite_streak"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+
+    def summary_metrics(self) -> dict[str, float]:
+        """End-of-run summaries: the Theorem 1 prediction/measurement correlation over the run."""
+        if not self.dynamics:
+            return {}
+        predicted, measured = zip(*self.dynamics)
+        return {"summary/entropy_pred_meas_corr": pearson(predicted, measured)}

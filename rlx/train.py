@@ -1,0 +1,171 @@
+"""`rlx-train`: compose the config, build task, base policy, module and trainer, and fit.
+
+    rlx-train algorithm=grpo seed=1
+    rlx-train --multirun algorithm=grpo,repo_r seed=0,1,2
+    rlx-train resume=last
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+import transformers
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from rlx.callbacks import IterationProgress
+from rlx.config import CONF_DIR, ConfigError, register_resolvers, validate
+from rlx.module import RLModule
+from rlx.tracking import config_params, make_logger, run_tags, ui_hint
+from rlx.warmstart import base_policy
+
+register_resolvers()
+log = logging.getLogger(__name__)
+
+TRAINER_TASK_KEYS = ("prompts_per_step", "warmstart")
+
+
+def quiet_libraries() -> None:
+    """Silence warnings that are noise for a one-batch-per-epoch RL loop."""
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*module\\(s\\) in eval mode.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def instantiate_task(task_cfg: DictConfig):
+    """The task object from task._target_, without the trainer-side keys."""
+    ctor = {k: v for k, v in OmegaConf.to_container(task_cfg, resolve=True).items() if k not in TRAINER_TASK_KEYS}
+    return hydra.utils.instantiate(ctor)
+
+
+def task_identity(task_cfg: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(task_cfg, resolve=True).items() if k not in TRAINER_TASK_KEYS}
+
+
+def sweep_id_of(cfg: DictConfig) -> str | None:
+    """cfg.sweep_id, else the sweep directory of a Hydra multirun (None for a single run)."""
+    if cfg.sweep_id:
+        return str(cfg.sweep_id)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().sweep.dir)
+    return None
+
+
+def find_checkpoint(resume: str, checkpoint_dir: str) -> Path:
+    """A checkpoint path, or for "last" the newest last.ckpt under checkpoint_dir."""
+    if resume != "last":
+        path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(f"resume={resume!r}: no such checkpoint file")
+        return path
+    candidates = sorted(Path(checkpoint_dir).glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"resume='last': no last.ckpt under checkpoint.dir={checkpoint_dir!r}")
+    return candidates[-1]
+
+
+def checkpoint_run_id(path: Path) -> str | None:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("rlx", {}).get("mlflow_run_id")
+
+
+def log_run_files(logger, cfg: DictConfig, base_dir: Path) -> None:
+    """Params (flattened config), the resolved YAML and the base policy's location."""
+    logger.log_hyperparams(config_params(cfg))
+    client, run_id = logger.experiment, logger.run_id
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    client.set_tag(run_id, "base_policy", str(base_dir))
+
+
+def log_curves(logger) -> None:
+    """The run's own entropy and reward curves as a PNG artifact."""
+    try:
+        from rlx.plots import plot_run_curves
+    except ImportError:
+        return
+    client, run_id = logger.experiment, logger.run_id
+    history = {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        for key in ("train/entropy", "train/reward_mean", "train/entropy_change_pct")
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_run_curves(history, Path(tmp) / "curves.png")
+        client.log_artifact(run_id, str(path), "plots")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one RL experiment and return its last metrics (plus summaries)."""
+    validate(cfg)
+    quiet_libraries()
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    ckpt_path, run_id = None, None
+    if cfg.resume:
+        ckpt_path = find_checkpoint(str(cfg.resume), cfg.checkpoint.dir)
+        run_id = checkpoint_run_id(ckpt_path)
+
+    task = instantiate_task(cfg.task)
+    policy, tokenizer, base_dir = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart,
+                                              cfg.cache_dir)
+    logger = make_logger(cfg, run_tags(cfg, sweep_id_of(cfg)), run_id=run_id)
+    if ckpt_path is None:
+        log_run_files(logger, cfg, base_dir)
+    module = RLModule(policy, tokenizer, task, cfg)
+    checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / logger.run_id, filename="iteration-{epoch}",
+                                  every_n_epochs=cfg.checkpoint.every, save_last=True, save_top_k=1,
+                                  save_on_train_epoch_end=True)
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_steps,  # one epoch = one RL iteration (one rollout batch)
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=cfg.precision.trainer_precision,
+        logger=logger,
+        callbacks=[checkpoints, IterationProgress()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        reload_dataloaders_every_n_epochs=0,
+    )
+    print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
+          f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
+    trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    summary = module.summary_metrics()
+    if summary:
+        logger.log_metrics(summary, step=cfg.trainer.max_steps)
+    log_curves(logger)
+    print(ui_hint(logger))
+    return {**module.last_metrics, **summary}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_entry(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except ConfigError as exc:
+        print(f"rlx-train: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get("train/reward_mean")
+
+
+def main() -> None:
+    hydra_entry()
+
+
+if __name__ == "__main__":
+    main()
