@@ -134,3 +134,73 @@ def test_adaptive_entropy_coef():
                          (dict(coef_max=-1), "coef_max"), (dict(coef_init=1.0), "coef_init")]:
         with pytest.raises(ValueError, match=f"{name}="):
             AdaptiveEntropyCoefController(**kwargs)
+
+
+# ----------------------------------------------------------------------------- dynamics
+def test_zeta_dynamics_on_a_collapse_then_overshoot_sequence():
+    """Entropy collapses for 12 iterations, then overshoots for 12: zeta climbs from 0 to
+    zeta_max in 1 + log2(zeta_max / zeta_min) steps and holds there; after the overshoot it halves,
+    flips sign at zeta_min and doubles toward -zeta_max."""
+    lo, hi = 1e-3, 0.064  # hi / lo = 2**6
+    c = ZetaController(zeta_min=lo, zeta_max=hi)
+    c.set_target(1.0)
+    hs = [1.0 - 0.05 * k for k in range(1, 13)] + [1.2] * 12
+    zs = [c.update(h) for h in hs]
+    assert zs[:8] == pytest.approx([lo * 2 ** k for k in range(7)] + [hi])
+    assert all(z == hi for z in zs[6:12])
+    down = zs[12:]
+    assert down[:7] == pytest.approx([hi / 2 ** k for k in range(1, 7)] + [-lo])
+    assert down[7:] == pytest.approx([-lo * 2 ** k for k in range(1, 5)] + [-lo * 32])
+    assert all(b <= a for a, b in zip(down, down[1:]))
+
+
+def _closed_loop(controller, knob_effect, drift=0.05, iters=300, h0=1.0):
+    """A toy plant: each iteration entropy drifts down by `drift` and the knob pushes it up by
+    knob_effect(controller) (the regulator's sign convention); returns the entropy trace."""
+    controller.set_target(h0)
+    h, trace = h0, []
+    for _ in range(iters):
+        h = max(h - drift + knob_effect(controller), 0.0)
+        trace.append(h)
+        controller.update(h)
+    return trace
+
+
+def test_zeta_closed_loop_holds_the_target():
+    c = ZetaController(zeta_min=1e-3, zeta_max=0.5)
+    trace = _closed_loop(c, lambda ctl: 0.2 * ctl.zeta)  # max push 0.1 > drift 0.05
+    tail = trace[100:]
+    assert max(abs(h - 1.0) for h in tail) < 0.15
+    assert abs(sum(tail) / len(tail) - 1.0) < 0.05
+    # without the controller the same plant collapses
+    assert _closed_loop(ZetaController(zeta_min=1e-3, zeta_max=1e-3), lambda ctl: 0.0)[-1] == 0.0
+
+
+def test_zeta_closed_loop_saturates_when_too_weak():
+    """zeta_max too small for the drift (findings.md lesson 2): zeta pins at zeta_max, entropy falls."""
+    c = ZetaController(zeta_min=1e-4, zeta_max=0.05)
+    trace = _closed_loop(c, lambda ctl: 0.2 * ctl.zeta, iters=100)
+    assert c.zeta == 0.05 and trace[-1] < trace[20] < 1.0
+
+
+def test_clip_high_dynamics():
+    c = ClipHighController(eps_init=0.28, eps_min=0.1, eps_max=1.0, factor=1.25)
+    c.set_target(1.0)
+    ups = [c.update(0.5) for _ in range(8)]
+    # ceil(log(1.0 / 0.28) / log(1.25)) = 6 steps to the cap
+    assert ups[4] < 1.0 and ups[5] == 1.0 and ups[7] == 1.0
+    assert all(b >= a for a, b in zip(ups, ups[1:]))
+    downs = [c.update(1.5) for _ in range(12)]
+    assert all(b <= a for a, b in zip(downs, downs[1:]))
+    assert downs[-1] == 0.1 and downs[9] > 0.1
+    trace = _closed_loop(ClipHighController(), lambda ctl: 0.1 * (ctl.eps_high - 0.28))
+    assert min(trace[50:]) > 0.8  # a strong enough eps_high lever holds the entropy
+
+
+def test_adaptive_entropy_coef_dynamics():
+    c = AdaptiveEntropyCoefController(coef_init=0.0, delta=0.005, coef_max=0.02)
+    c.set_target(1.0)
+    effs = [c.update(h) for h in [0.9] * 6 + [1.1] * 6]
+    assert effs[:6] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02, 0.02])
+    assert effs[6:] == [0.0] * 6
+    assert c.coef == 0.0

@@ -315,9 +315,12 @@ def test_fully_masked_and_zero_advantage():
     for name in POLICY_LOSSES:
         loss, m = policy_loss(name, lp, old, adv, none)
         assert loss.item() == 0.0 and all(v.item() == 0.0 for v in m.values())
-        loss, _ = policy_loss(name, lp, old, torch.zeros_like(adv), mask)
+        loss, m = policy_loss(name, lp, old, torch.zeros_like(adv), mask)
         (g,) = torch.autograd.grad(loss, lp)
-        assert torch.equal(g, torch.zeros_like(g))
+        if name == "kl_cov":  # its |lp - lp_old| penalty acts whatever A is, on the selected tokens
+            assert int((g != 0).sum()) <= int(m["klfrac_cov"] * mask.sum() + 0.5)
+        else:
+            assert torch.equal(g, torch.zeros_like(g)), name
 
 
 def test_policy_loss_registry_errors():

@@ -17,11 +17,24 @@ from .advantages import (
 from .aggregation import LOSS_AGG_MODES, aggregate_loss, count_seqs, count_tokens
 from .entropy import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from .kl import kl_penalty
-from .losses import POLICY_LOSSES, policy_loss, ppo_loss, reinforce_loss
+from .losses import (
+    POLICY_LOSSES,
+    cispo_loss,
+    clip_cov_loss,
+    entropy_bonus,
+    gspo_loss,
+    kl_cov_loss,
+    kl_loss,
+    loop_loss,
+    policy_loss,
+    ppo_loss,
+    reinforce_loss,
+)
 from .repo import decorrelating_beta, predicted_entropy_change, repo_d, repo_r
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "LOSS_AGG_MODES", "POLICY_LOSSES",
+    "cispo_loss", "clip_cov_loss", "entropy_bonus", "gspo_loss", "kl_cov_loss", "kl_loss", "loop_loss",
     "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
     "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",
     "entropy_from_logits", "grpo_advantages", "kl_penalty", "logprobs_and_entropy",

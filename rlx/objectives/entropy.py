@@ -3,7 +3,8 @@
 Only `chunk_size x V` values are ever upcast to fp32 at once, in the forward AND the backward
 pass: a custom autograd function keeps the original logits (in their own dtype) and recomputes
 the chunk's fp32 softmax in backward instead of storing B x T x V fp32 activations.
-(Theorem 3 of the paper: log-probs and ratios must be computed in fp32.)
+(Theorem 3 of the paper: log-probs and ratios must be computed in fp32.) Outputs are fp32 for
+bf16 / fp16 / fp32 logits and fp64 for fp64 logits.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """The compute / output dtype: fp32, or fp64 for fp64 logits."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _chunk_logsoftmax(x: torch.Tensor):
-    """fp32 (log_p, p) of a chunk of logits."""
-    logp = torch.log_softmax(x.float(), dim=-1)
+    """fp32 (fp64 for fp64 input) (log_p, p) of a chunk of logits."""
+    logp = torch.log_softmax(x.to(_wide(x.dtype)), dim=-1)
     return logp, logp.exp()
 
 
@@ -24,13 +30,13 @@ def _entropy_terms(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
 
 
 class _ChunkedLogprobEntropy(torch.autograd.Function):
-    """(logits[N, V], labels[N] | None) -> (logprob[N] fp32, entropy[N] fp32)."""
+    """(logits[N, V], labels[N] | None) -> (logprob[N], entropy[N]) in fp32 (fp64 for fp64)."""
 
     @staticmethod
     def forward(ctx, logits, labels, chunk_size, want_lp, want_h):
         n = logits.shape[0]
-        lp = logits.new_zeros(n if want_lp else 0, dtype=torch.float32)
-        ent = logits.new_zeros(n if want_h else 0, dtype=torch.float32)
+        lp = logits.new_zeros(n if want_lp else 0, dtype=_wide(logits.dtype))
+        ent = logits.new_zeros(n if want_h else 0, dtype=_wide(logits.dtype))
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
             logp, p = _chunk_logsoftmax(logits[s:e])
@@ -61,13 +67,13 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
             g = torch.zeros_like(logp)
             if ctx.want_lp and grad_lp is not None:
                 # d log p_y / dz = onehot(y) - p
-                gl = grad_lp[s:e, None].float()
+                gl = grad_lp[s:e, None].to(logp.dtype)
                 g -= p * gl
                 g.scatter_add_(-1, labels[s:e, None], gl)
             if ctx.want_h and grad_h is not None:
                 # dH / dz = -p * (log p + H)
                 centred = torch.where(p > 0, p * (logp + ent[s:e, None]), torch.zeros_like(p))
-                g -= centred * grad_h[s:e, None].float()
+                g -= centred * grad_h[s:e, None].to(logp.dtype)
             grad[s:e] = g.to(logits.dtype)
             del logp, p, g
         return grad, None, None, None, None

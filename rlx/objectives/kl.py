@@ -16,7 +16,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "
       k1 = d                     (unbiased, high variance, can be negative)
       k2 = 0.5 * d^2             (biased, low variance)
       k3 = exp(-d) + d - 1       (unbiased, >= 0; verl's "low_var_kl")
-    Computed in fp32. d is clamped to [-20, 20] inside k3 only, so exp never overflows.
+    Computed in fp32 (or wider). d is clamped to [-20, 20] inside k3 only, so exp never overflows.
     `kind` also accepts verl's names "kl", "mse", "low_var_kl". ref_logprobs is detached.
     """
     kind = KL_ALIASES.get(kind, kind)
@@ -25,7 +25,8 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "
             f"kl kind={kind!r} is invalid; allowed: {list(KL_KINDS) + list(KL_ALIASES)}"
         )
     check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
-    d = logprobs.float() - ref_logprobs.detach().float()
+    dt = torch.promote_types(logprobs.dtype, torch.float32)
+    d = logprobs.to(dt) - ref_logprobs.detach().to(dt)
     if kind == "k1":
         return d
     if kind == "k2":

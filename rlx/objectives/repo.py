@@ -15,6 +15,11 @@ from ._checks import as_bool_mask, check_same_shape, masked_mean
 REPO_R_VARIANTS = ("signed", "positive_only")
 
 
+def _w(x: torch.Tensor) -> torch.Tensor:
+    """x in fp32, or fp64 if it is fp64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 @torch.no_grad()
 def repo_r(
     advantages: torch.Tensor,
@@ -36,8 +41,8 @@ def repo_r(
     if advantages.dim() == 1 and logprobs.dim() == 2:
         advantages = advantages[:, None].expand_as(logprobs)
     check_same_shape(advantages=advantages, logprobs=logprobs)
-    a = advantages.detach().float()
-    lp = logprobs.detach().float().clamp(min=logprob_floor)  # clamp maps -inf to the floor
+    a = _w(advantages.detach())
+    lp = _w(logprobs.detach()).clamp(min=logprob_floor)  # clamp maps -inf to the floor
     pos = torch.clamp(a * (1.0 - zeta * lp), min=0.0)
     if variant == "signed":
         neg = torch.clamp(a * (1.0 + zeta * lp), max=0.0)
@@ -60,13 +65,11 @@ def predicted_entropy_change(
     if advantages.dim() == 1 and logprobs.dim() == 2:
         advantages = advantages[:, None].expand_as(logprobs)
     check_same_shape(advantages=advantages, logprobs=logprobs, entropy=entropy, mask=mask)
-    w = mask.float() if mask.dtype != torch.bool else mask
     valid = as_bool_mask(mask)
-    zero = torch.zeros((), device=logprobs.device)
-    a = torch.where(valid, advantages.float(), zero)
-    lp = torch.where(valid, logprobs.float(), zero)
-    h = torch.where(valid, entropy.float(), zero)
-    return -masked_mean(a * (lp + h) * lp.exp(), w)
+    a = torch.where(valid, _w(advantages), 0.0)
+    lp = torch.where(valid, _w(logprobs), 0.0)
+    h = torch.where(valid, _w(entropy), 0.0)
+    return -masked_mean(a * (lp + h) * lp.exp(), mask)
 
 
 @torch.no_grad()
@@ -81,15 +84,13 @@ def decorrelating_beta(
         advantages = advantages[:, None].expand_as(logprobs)
     check_same_shape(advantages=advantages, logprobs=logprobs, entropy=entropy, mask=mask)
     valid = as_bool_mask(mask)
-    w = mask.float() if mask.dtype != torch.bool else mask
-    zero = torch.zeros((), device=logprobs.device)
-    lp = torch.where(valid, logprobs.float(), zero)
-    big_l = torch.where(valid, lp + entropy.float(), zero)
-    a = torch.where(valid, advantages.float(), zero)
+    lp = torch.where(valid, _w(logprobs), 0.0)
+    big_l = torch.where(valid, lp + _w(entropy), 0.0)
+    a = torch.where(valid, _w(advantages), 0.0)
     pi = lp.exp()
-    num = masked_mean(pi * a * big_l, w)
-    den = masked_mean(pi * big_l.square(), w)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), zero)
+    num = masked_mean(pi * a * big_l, mask)
+    den = masked_mean(pi * big_l.square(), mask)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
 
 
 @torch.no_grad()
@@ -103,15 +104,15 @@ def repo_d(
     """REPO-D (our choice of the published sketch, entropy-preserving-rl.md section 3):
         L_t = lp_t + H_t,  dH_pred = predicted_entropy_change(A, lp, H, mask),
         beta = zeta * max(0, -dH_pred),  A_d = A - beta * L_t  (masked positions: A unchanged).
-    Returns (A_d [B,T] fp32, beta 0-d). beta is a batch statistic: apply repo_d to the whole
+    Returns (A_d [B,T] fp32 (fp64 for fp64 inputs), beta 0-d). `mask` may be float weights
+    (as in predicted_entropy_change). beta is a batch statistic: apply repo_d to the whole
     minibatch before splitting it into micro-batches, or the result depends on the split.
     """
     if advantages.dim() == 1 and logprobs.dim() == 2:
         advantages = advantages[:, None].expand_as(logprobs)
     check_same_shape(advantages=advantages, logprobs=logprobs, entropy=entropy, mask=mask)
     valid = as_bool_mask(mask)
-    d_pred = predicted_entropy_change(advantages, logprobs, entropy, valid)
+    d_pred = predicted_entropy_change(advantages, logprobs, entropy, mask)
     beta = zeta * torch.clamp(-d_pred, min=0.0)
-    zero = torch.zeros((), device=logprobs.device)
-    big_l = torch.where(valid, logprobs.float() + entropy.float(), zero)
-    return advantages.float() - beta * big_l, beta
+    big_l = torch.where(valid, _w(logprobs) + _w(entropy), 0.0)
+    return _w(advantages) - beta * big_l, beta
