@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlx.objectives import POLICY_LOSSES, aggregate_loss, kl_penalty, policy_loss
+from rlx.objectives import POLICY_LOSSES, aggregate_loss, kl_penalty, policy_loss, policy_loss_keys
 
 
 def _inputs(b=6, t=7, seed=0, spread=0.5, adv_scale=1.0, dtype=torch.float64):
@@ -229,3 +229,19 @@ def test_bf16_logprobs_are_upcast():
     assert loss.dtype == torch.float32
     loss.backward()
     assert lp16.grad.dtype == torch.bfloat16
+
+
+def test_policy_loss_keys():
+    assert "clip_ratio_high" in policy_loss_keys("ppo")
+    assert "clip_ratio_low" not in policy_loss_keys("reinforce")
+    assert "generator" in policy_loss_keys("clip_cov") and "generator" in policy_loss_keys("kl_cov")
+    assert "kl_loss_coef" in policy_loss_keys("gspo")
+    with pytest.raises(ValueError, match="unknown"):
+        policy_loss_keys("grpo")
+    # every listed key is really accepted
+    lp, old, adv, mask = _inputs()
+    generic = dict(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0, clip_ratio=0.1,
+                   loss_agg_mode="token-mean", kl_loss_coef=0.0)
+    for name in POLICY_LOSSES:
+        keys = policy_loss_keys(name)
+        policy_loss(name, lp, old, adv, mask, **{k: v for k, v in generic.items() if k in keys})

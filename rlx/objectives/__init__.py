@@ -27,6 +27,7 @@ from .losses import (
     kl_loss,
     loop_loss,
     policy_loss,
+    policy_loss_keys,
     ppo_loss,
     reinforce_loss,
 )
@@ -38,6 +39,6 @@ __all__ = [
     "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
     "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",
     "entropy_from_logits", "grpo_advantages", "kl_penalty", "logprobs_and_entropy",
-    "logprobs_from_logits", "loop_advantages", "policy_loss", "ppo_loss",
+    "logprobs_from_logits", "loop_advantages", "policy_loss", "policy_loss_keys", "ppo_loss",
     "predicted_entropy_change", "reinforce_loss", "repo_d", "repo_r", "rloo_advantages",
 ]

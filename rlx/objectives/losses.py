@@ -315,6 +315,18 @@ POLICY_LOSSES: dict[str, Callable] = {
 }
 
 _AGG_KEYS = ("loss_agg_mode", "global_tokens", "global_seqs", "max_response_length")
+_COMMON_KEYS = ("entropy", "entropy_coeff", "ref_logprobs", "kl_loss_coef", "kl_loss_type")
+
+
+def policy_loss_keys(name: str) -> tuple[str, ...]:
+    """The cfg keys policy_loss(name, ...) accepts: the loss's own plus the entropy / KL terms.
+    A trainer that holds one generic config can filter it with this (e.g. drop clip_ratio_*
+    for `reinforce`); unknown name -> ValueError."""
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"policy loss {name!r} is unknown; allowed: {sorted(POLICY_LOSSES)}")
+    from ._registry import accepted_kwargs
+
+    return tuple(accepted_kwargs(POLICY_LOSSES[name], skip=4)) + _COMMON_KEYS
 
 
 def policy_loss(
