@@ -19,18 +19,24 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunk_logsoftmax(x: torch.Tensor):
-    """fp32 (fp64 for fp64 input) (log_p, p) of a chunk of logits."""
-    logp = torch.log_softmax(x.to(_wide(x.dtype)), dim=-1)
-    return logp, logp.exp()
+    """fp32 (fp64 for fp64 input) log-softmax of a chunk of logits."""
+    return torch.log_softmax(x.to(_wide(x.dtype)), dim=-1)
 
 
-def _entropy_terms(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """p * log p with 0 * log 0 = 0 (logits of -inf are allowed)."""
-    return torch.where(p > 0, p * logp, torch.zeros_like(p))
+def _p_and_safe_logp(logp: torch.Tensor):
+    """(p, logp) with logp's -inf entries (p = 0) replaced in place by the dtype's lowest finite
+    value, so p * logp is 0 there instead of NaN (0 log 0 = 0)."""
+    p = logp.exp()
+    logp.clamp_(min=torch.finfo(logp.dtype).min)
+    return p, logp
 
 
 class _ChunkedLogprobEntropy(torch.autograd.Function):
-    """(logits[N, V], labels[N] | None) -> (logprob[N], entropy[N]) in fp32 (fp64 for fp64)."""
+    """(logits[N, V], labels[N] | None) -> (logprob[N], entropy[N]) in fp32 (fp64 for fp64).
+
+    At most three chunk x V temporaries live at once (the upcast copy, log p, p); the backward
+    pass recomputes them per chunk and works in place.
+    """
 
     @staticmethod
     def forward(ctx, logits, labels, chunk_size, want_lp, want_h):
@@ -39,12 +45,14 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         ent = logits.new_zeros(n if want_h else 0, dtype=_wide(logits.dtype))
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
-            logp, p = _chunk_logsoftmax(logits[s:e])
+            logp = _chunk_logsoftmax(logits[s:e])
             if want_lp:
                 lp[s:e] = logp.gather(-1, labels[s:e, None]).squeeze(-1)
             if want_h:
-                ent[s:e] = -_entropy_terms(p, logp).sum(-1)
-            del logp, p
+                p, logp = _p_and_safe_logp(logp)
+                ent[s:e] = -p.mul_(logp).sum(-1)  # H = -sum p log p
+                del p
+            del logp
         ctx.chunk_size, ctx.want_lp, ctx.want_h = chunk_size, want_lp, want_h
         ctx.save_for_backward(logits, labels if want_lp else None, ent if want_h else None)
         if not want_lp:
@@ -59,23 +67,29 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         logits, labels, ent = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
+        use_lp = ctx.want_lp and grad_lp is not None
+        use_h = ctx.want_h and grad_h is not None
         n = logits.shape[0]
         grad = torch.empty_like(logits)
         for s in range(0, n, ctx.chunk_size):
             e = min(s + ctx.chunk_size, n)
-            logp, p = _chunk_logsoftmax(logits[s:e])
-            g = torch.zeros_like(logp)
-            if ctx.want_lp and grad_lp is not None:
-                # d log p_y / dz = onehot(y) - p
-                gl = grad_lp[s:e, None].to(logp.dtype)
-                g -= p * gl
-                g.scatter_add_(-1, labels[s:e, None], gl)
-            if ctx.want_h and grad_h is not None:
-                # dH / dz = -p * (log p + H)
-                centred = torch.where(p > 0, p * (logp + ent[s:e, None]), torch.zeros_like(p))
-                g -= centred * grad_h[s:e, None].to(logp.dtype)
-            grad[s:e] = g.to(logits.dtype)
-            del logp, p, g
+            if not (use_lp or use_h):
+                grad[s:e] = 0
+                continue
+            p, logp = _p_and_safe_logp(_chunk_logsoftmax(logits[s:e]))
+            g = None
+            if use_h:
+                # dH/dz = -p (log p + H): build -g_h * p * (log p + H) in logp's buffer
+                g = logp.add_(ent[s:e, None]).mul_(p).mul_(-grad_h[s:e, None].to(p.dtype))
+                if use_lp:  # d lp_y / dz = onehot(y) - p
+                    g.addcmul_(p, grad_lp[s:e, None].to(p.dtype), value=-1.0)
+            else:
+                logp = None  # free it before the next chunk allocates
+                g = p.mul_(-grad_lp[s:e, None].to(p.dtype))
+            if use_lp:
+                g.scatter_add_(-1, labels[s:e, None], grad_lp[s:e, None].to(g.dtype))
+            grad[s:e] = g
+            p = logp = g = None  # g may alias logp or p: drop every name before the next chunk
         return grad, None, None, None, None
 
 
