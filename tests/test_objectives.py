@@ -9,6 +9,7 @@ from torch.testing import assert_close
 from rlx.objectives import (
     ADVANTAGE_ESTIMATORS,
     POLICY_LOSSES,
+    advantage_keys,
     aggregate_loss,
     compute_advantages,
     dr_grpo_advantages,
@@ -103,6 +104,10 @@ def test_compute_advantages_registry():
         compute_advantages("ppo", r, 2)
     with pytest.raises(TypeError, match="does not take key"):
         compute_advantages("rloo", r, 2, scale="group")
+    assert advantage_keys("grpo") == ("scale", "eps")
+    assert advantage_keys("rloo") == advantage_keys("dr_grpo") == ()
+    with pytest.raises(ValueError, match="unknown"):
+        advantage_keys("ppo")
 
 
 def test_dynamic_sampling_mask():

@@ -7,6 +7,7 @@ and in docs/entropy-preserving-rl.md.
 
 from .advantages import (
     ADVANTAGE_ESTIMATORS,
+    advantage_keys,
     compute_advantages,
     dr_grpo_advantages,
     dynamic_sampling_mask,
@@ -36,7 +37,7 @@ from .repo import decorrelating_beta, predicted_entropy_change, repo_d, repo_r
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "LOSS_AGG_MODES", "POLICY_LOSSES",
     "cispo_loss", "clip_cov_loss", "entropy_bonus", "gspo_loss", "kl_cov_loss", "kl_loss", "loop_loss",
-    "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
+    "advantage_keys", "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
     "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",
     "entropy_from_logits", "grpo_advantages", "kl_penalty", "logprobs_and_entropy",
     "logprobs_from_logits", "loop_advantages", "policy_loss", "policy_loss_keys", "ppo_loss",

@@ -110,6 +110,18 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def advantage_keys(name: str) -> tuple[str, ...]:
+    """The keyword arguments compute_advantages(name, ...) accepts (grpo: scale, eps; the
+    others: none), so a trainer holding one generic config can filter it."""
+    if name not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(
+            f"advantage estimator {name!r} is unknown; allowed: {sorted(ADVANTAGE_ESTIMATORS)}"
+        )
+    from ._registry import accepted_kwargs
+
+    return tuple(accepted_kwargs(ADVANTAGE_ESTIMATORS[name], skip=2))
+
+
 def compute_advantages(name: str, rewards: torch.Tensor, group_size: int, **kw) -> torch.Tensor:
     """Look up `name` in ADVANTAGE_ESTIMATORS and call it: fn(rewards, group_size, **kw) -> [B]."""
     try:
