@@ -68,8 +68,8 @@ def validate_algorithm(alg: DictConfig) -> None:
              f"must be >= 2: the {alg.advantage} advantage compares samples within a group")
     for key in ("clip_ratio_low", "clip_ratio_high"):
         _require(alg[key] >= 0, f"algorithm.{key}", alg[key], "must be >= 0")
-    _require(alg.clip_ratio_low < 1, "algorithm.clip_ratio_low", alg.clip_ratio_low,
-             "must be < 1 (the lower bound 1 - clip_ratio_low would be <= 0: the clip interval is inverted)")
+    _require(alg.clip_ratio_low <= 1, "algorithm.clip_ratio_low", alg.clip_ratio_low,
+             "must be <= 1 (the lower bound 1 - clip_ratio_low would be negative: the clip interval is inverted)")
     if alg.clip_ratio_c is not None:
         _require(alg.clip_ratio_c > 1, "algorithm.clip_ratio_c", alg.clip_ratio_c, "dual-clip bound must be > 1 (or null)")
     _require(alg.ppo_epochs >= 1, "algorithm.ppo_epochs", alg.ppo_epochs, "must be >= 1")
@@ -92,6 +92,10 @@ def validate_regulator(reg: DictConfig) -> None:
     if reg.name == "repo_r":
         _require(reg.variant in ("signed", "positive_only"), "algorithm.regulator.variant", reg.variant,
                  "allowed: ['signed', 'positive_only']")
+    if reg.name == "adaptive_entropy":
+        _require(0 <= reg.coef_min <= reg.coef_max, "algorithm.regulator.coef_min", reg.coef_min,
+                 f"must satisfy 0 <= coef_min <= coef_max={reg.coef_max}")
+        _require(reg.delta > 0, "algorithm.regulator.delta", reg.delta, "must be > 0")
     if reg.name == "adapo":
         _require(0 < reg.eps_min <= reg.eps_max, "algorithm.regulator.eps_min", reg.eps_min,
                  f"must satisfy 0 < eps_min <= eps_max={reg.eps_max}")

@@ -64,6 +64,13 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp(min=1))
 
 
+def numpy_rng_state() -> tuple:
+    """numpy's global RNG state with its key array as a list, so `torch.load(weights_only=True)`
+    (Lightning's default) can read the checkpoint."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return name, keys.tolist(), int(pos), int(has_gauss), float(cached)
+
+
 def build_controllers(reg: DictConfig) -> dict:
     """The stateful controllers the algorithm's entropy regulator needs (none for plain objectives)."""
     if reg.name in ("repo_r", "repo_d"):
@@ -152,7 +159,8 @@ class RLModule(L.LightningModule):
         stats = RewardStats()
         samples = [prompts[i] for i in rollout.prompt_index.tolist()]
         rewards = torch.tensor(safe_rewards(self.task, samples, rollout.completions, stats), dtype=torch.float32)
-        advantages = obj.compute_advantages(alg.advantage, rewards, alg.group_size, scale=alg.adv_scale)
+        options = {k: v for k, v in {"scale": alg.adv_scale}.items() if k in obj.advantage_keys(alg.advantage)}
+        advantages = obj.compute_advantages(alg.advantage, rewards, alg.group_size, **options)
 
         t0 = time.perf_counter()
         chunk = self.cfg.monitor.chunk_size
@@ -203,31 +211,46 @@ class RLModule(L.LightningModule):
         return TokenStats(logprobs, entropy)
 
     # ----------------------------------------------------------------- update
-    def regulated_advantages(self, advantages: torch.Tensor, logprobs: torch.Tensor, entropy: torch.Tensor | None,
-                             mask: torch.Tensor) -> torch.Tensor:
-        """Per-token advantages after the entropy regulator (REPO-R / REPO-D transform), no grad."""
-        reg = self.alg.regulator
-        tokens = advantages[:, None].expand_as(logprobs) * mask
-        if reg.name == "repo_r":
-            return obj.repo_r(tokens, logprobs.detach(), self.controllers["zeta"].zeta, variant=reg.variant) * mask
-        if reg.name == "repo_d":
-            regulated, _ = obj.repo_d(tokens, logprobs.detach(), entropy.detach(), mask, self.controllers["zeta"].zeta)
-            return regulated * mask
+    def token_advantages(self, rollout: RolloutBatch, advantages: torch.Tensor) -> torch.Tensor:
+        """Per-token advantages fixed for the whole iteration: A_i on every response token, or
+        REPO-D's A - beta * L with beta from the rollout's own log-probs and entropy (one batch
+        statistic, so it does not depend on how minibatches are split)."""
+        mask = rollout.response_mask
+        tokens = advantages[:, None] * mask
+        if self.alg.regulator.name == "repo_d":
+            regulated, _beta = obj.repo_d(tokens, rollout.extras["old_logprobs"], rollout.extras["entropy"], mask,
+                                          self.controllers["zeta"].zeta)
+            return regulated.float() * mask
         return tokens
 
+    def regulate(self, token_advantages: torch.Tensor, logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """REPO-R's transform with the current (detached) log-probs, applied at every minibatch."""
+        reg = self.alg.regulator
+        if reg.name == "repo_r":
+            return obj.repo_r(token_advantages, logprobs.detach(), self.controllers["zeta"].zeta,
+                              variant=reg.variant) * mask
+        return token_advantages
+
     def loss_kwargs(self) -> dict:
-        """The policy-loss configuration, with ADAPO's current clip_ratio_high."""
+        """The policy-loss configuration: the shared verl keys this loss takes (ADAPO's current
+        clip_ratio_high in place of the configured one), plus algorithm.loss_kwargs passed as is."""
         alg = self.alg
-        kwargs = dict(loss_agg_mode=alg.loss_agg_mode, clip_ratio_low=alg.clip_ratio_low,
-                      clip_ratio_high=alg.clip_ratio_high, clip_ratio_c=alg.clip_ratio_c)
+        shared = dict(loss_agg_mode=alg.loss_agg_mode, clip_ratio_low=alg.clip_ratio_low,
+                      clip_ratio_high=alg.clip_ratio_high, clip_ratio_c=alg.clip_ratio_c,
+                      kl_loss_coef=alg.kl_loss_coef, kl_loss_type=alg.kl_loss_type,
+                      entropy_coeff=self.entropy_coefficient())
         if "eps_high" in self.controllers:
-            kwargs["clip_ratio_high"] = self.controllers["eps_high"].eps_high
+            shared["clip_ratio_high"] = self.controllers["eps_high"].eps_high
+        accepted = obj.policy_loss_keys(alg.loss)
+        kwargs = {k: v for k, v in shared.items() if k in accepted}
         kwargs.update(alg.get("loss_kwargs") or {})
         return kwargs
 
     def entropy_coefficient(self) -> float:
+        """The entropy bonus coefficient: the adaptive controller's (0 while entropy is above
+        target), else algorithm.entropy_coeff."""
         if "entropy_coef" in self.controllers:
-            return self.controllers["entropy_coef"].coef
+            return self.controllers["entropy_coef"].effective_coef
         return float(self.alg.entropy_coeff)
 
     def update_policy(self, rollout: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
@@ -242,6 +265,7 @@ class RLModule(L.LightningModule):
             keep = obj.dynamic_sampling_mask(rollout.extras["rewards"], alg.group_size)
             metrics["train/dropped_groups"] = float((~keep).sum() / alg.group_size)
         rows = rows[keep]
+        rollout.extras["token_advantages"] = self.token_advantages(rollout, advantages)
         sums: dict[str, float] = {}
         steps = skipped = 0
         generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.iteration)
@@ -250,72 +274,62 @@ class RLModule(L.LightningModule):
             for minibatch in order.tensor_split(alg.num_minibatches) if len(order) else []:
                 if len(minibatch) == 0:
                     continue
-                step_metrics = self.minibatch_step(rollout, advantages, minibatch, optimizer)
+                step_metrics = self.minibatch_step(rollout, minibatch, optimizer)
                 if step_metrics is None:
                     skipped += 1
                     continue
                 steps += 1
                 for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
-        metrics.update({f"train/{k}": v / steps for k, v in sums.items()} if steps else {})
+        # minibatch means; the update-time entropy / KL get their own names so they never
+        # overwrite the rollout-batch train/entropy and train/kl_ref
+        renamed = {"entropy": "update_entropy", "kl_ref": "update_kl_ref"}
+        metrics.update({f"train/{renamed.get(k, k)}": v / steps for k, v in sums.items()} if steps else {})
         metrics["train/optimizer_steps"] = float(steps)
         metrics["train/nonfinite_skips"] = float(skipped)
         self.check_nonfinite(steps, skipped)
         metrics["time/update_s"] = time.perf_counter() - t0
-        metrics.update(self.entropy_dynamics(rollout, advantages))
+        metrics.update(self.entropy_dynamics(rollout))
         if self.controllers:
             metrics.update(self.update_controllers(metrics["train/entropy_after"]))
         return metrics
 
-    def minibatch_step(self, rollout: RolloutBatch, advantages: torch.Tensor, minibatch: torch.Tensor,
-                       optimizer) -> dict[str, float] | None:
+    def minibatch_step(self, rollout: RolloutBatch, minibatch: torch.Tensor, optimizer) -> dict[str, float] | None:
         """One optimizer step over `minibatch`, accumulated over micro-batches; the loss is
         normalised by the minibatch's global token / sequence counts so the split does not matter.
         Returns None (and skips the step) when the loss or gradient is not finite."""
         alg = self.alg
-        mask_all = rollout.response_mask[minibatch]
-        global_tokens = float(mask_all.sum())
-        global_seqs = float(len(minibatch))
-        need_entropy = self.alg.regulator.name == "repo_d" or self.entropy_coefficient() > 0
+        global_tokens = float(rollout.response_mask[minibatch].sum())
+        kwargs = self.loss_kwargs()
+        need_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
         optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        finite = True
         for micro in minibatch.split(self.cfg.trainer.micro_batch_size):
             part = rollout.select(micro)
             mask = part.response_mask
             current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
                                            self.cfg.monitor.chunk_size, with_entropy=need_entropy)
-            adv = self.regulated_advantages(advantages[micro], current.logprobs, current.entropy, mask)
-            loss, loss_metrics = obj.policy_loss(
-                alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro], adv, mask,
-                global_tokens=global_tokens, global_seqs=global_seqs, max_response_length=mask.shape[1],
-                **self.loss_kwargs())
+            extra = {"entropy": current.entropy} if need_entropy else {}
             if alg.kl_loss_coef > 0:
-                kl = obj.kl_penalty(current.logprobs, rollout.extras["ref_logprobs"][micro], alg.kl_loss_type)
-                loss = loss + alg.kl_loss_coef * obj.aggregate_loss(
-                    kl, mask, alg.loss_agg_mode, global_tokens=global_tokens, global_seqs=global_seqs,
-                    max_response_length=mask.shape[1])
-            coef = self.entropy_coefficient()
-            if coef > 0:
-                loss = loss - coef * obj.aggregate_loss(current.entropy, mask, alg.loss_agg_mode,
-                                                        global_tokens=global_tokens, global_seqs=global_seqs,
-                                                        max_response_length=mask.shape[1])
+                extra["ref_logprobs"] = rollout.extras["ref_logprobs"][micro]
+            loss, loss_metrics = obj.policy_loss(
+                alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro],
+                self.regulate(rollout.extras["token_advantages"][micro], current.logprobs, mask), mask,
+                global_tokens=global_tokens, global_seqs=float(len(minibatch)), max_response_length=mask.shape[1],
+                **extra, **kwargs)
             if not torch.isfinite(loss):
-                finite = False
-                break
+                optimizer.zero_grad(set_to_none=True)
+                return None
             self.manual_backward(loss)
-            weight = float(mask.sum()) / max(global_tokens, 1.0)
+            weight = float(mask.sum()) / max(global_tokens, 1.0)  # per-token metrics, token-weighted
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-            for key in ("clipfrac_low", "clipfrac_high", "clipfrac", "ratio_mean", "approx_kl"):
-                if key in loss_metrics:
-                    totals[key] = totals.get(key, 0.0) + weight * float(loss_metrics[key])
-        if finite:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
-            finite = bool(torch.isfinite(grad_norm))
-            totals["grad_norm"] = float(grad_norm)
-        if not finite:
+            for key, value in loss_metrics.items():
+                totals[key] = totals.get(key, 0.0) + weight * float(value)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
+        if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             return None
+        totals["grad_norm"] = float(grad_norm)
         optimizer.step()
         return totals
 
@@ -330,7 +344,7 @@ class RLModule(L.LightningModule):
 
     # ----------------------------------------------------------------- entropy control
     @torch.no_grad()
-    def entropy_dynamics(self, rollout: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+    def entropy_dynamics(self, rollout: RolloutBatch) -> dict[str, float]:
         """Theorem 1's predicted entropy change next to the measured change on the same batch.
         Always on when a controller exists: the controllers read the post-update entropy."""
         if not (self.cfg.monitor.entropy_dynamics or self.controllers):
@@ -341,7 +355,7 @@ class RLModule(L.LightningModule):
         after = self.batched_token_stats(self.policy, rollout, with_entropy=True)
         h_before, h_after = masked_mean(entropy, mask), masked_mean(after.entropy, mask)
         metrics = {"train/entropy_after": h_after, "train/entropy_meas_delta": h_after - h_before}
-        regulated = self.regulated_advantages(advantages, old_lp, entropy, mask)
+        regulated = self.regulate(rollout.extras["token_advantages"], old_lp, mask)
         metrics["train/entropy_pred_delta"] = float(obj.predicted_entropy_change(regulated, old_lp, entropy, mask))
         self.dynamics.append((metrics["train/entropy_pred_delta"], metrics["train/entropy_meas_delta"]))
         metrics["time/monitor_s"] = time.perf_counter() - t0
@@ -359,7 +373,15 @@ class RLModule(L.LightningModule):
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """pass@k (unbiased), distinct correct answers and mean reward on each evaluation split."""
+        """pass@k (unbiased), distinct correct answers and mean reward on each evaluation split.
+
+        Sampling uses its own seeded RNG stream, so evaluating never changes the training
+        trajectory (an evaluated and an unevaluated or resumed run train identically)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 31 + self.iteration)
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, float]:
         t0 = time.perf_counter()
         ev, ro = self.cfg.eval, self.cfg.rollout
         metrics: dict[str, float] = {}
@@ -409,7 +431,7 @@ class RLModule(L.LightningModule):
             "dynamics": self.dynamics,
             "nonfinite_streak": self.nonfinite_streak,
             "mlflow_run_id": self.logger.run_id if self.logger is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_rng_state()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -422,7 +444,8 @@ class RLModule(L.LightningModule):
         self.nonfinite_streak = state["nonfinite_streak"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     def summary_metrics(self) -> dict[str, float]:
         """End-of-run summaries: the Theorem 1 prediction/measurement correlation over the run."""

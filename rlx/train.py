@@ -110,7 +110,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     quiet_libraries()
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     ckpt_path, run_id = None, None
     if cfg.resume:
@@ -143,6 +142,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
           f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
+    # Seed last: a warm-start trained in this process must not shift the RL run's random stream.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     summary = module.summary_metrics()
