@@ -11,7 +11,7 @@ if [ -z "$name" ]; then
   sed -n '2,6p' "$0"; echo "sweeps: smoke algorithms"; exit 2
 fi
 shift
-RLX_TRAIN="${RLX_TRAIN:-.venv/bin/rlx-train}"
+RLX_TRAIN="${RLX_TRAIN:-.venv/bin/rlx-train}"  # a command line (may contain spaces)
 sweep_id="${name}-$(date +%Y%m%d-%H%M%S)"
 case "$name" in
   smoke)
@@ -22,5 +22,5 @@ case "$name" in
     echo "multirun.sh: unknown sweep '$name' (known: smoke algorithms)" >&2; exit 2 ;;
 esac
 echo "sweep $sweep_id: ${args[*]} $*"
-"$RLX_TRAIN" --multirun "${args[@]}" "sweep_id=$sweep_id" "$@"
+$RLX_TRAIN --multirun "${args[@]}" "sweep_id=$sweep_id" "$@"
 echo "sweep $sweep_id done; compare: .venv/bin/rlx-compare --sweep-id $sweep_id"
