@@ -54,7 +54,7 @@ def test_multirun_sh_named_sweep(tmp_path, cache_dir):
     assert len(runs) == 10  # 5 algorithms x 2 seeds
     sweep_ids = {r.data.tags["sweep_id"] for r in runs}
     assert len(sweep_ids) == 1 and sweep_ids.pop().startswith("smoke-")
-    assert f"--sweep-id smoke-" in result.stdout
+    assert "--sweep-id smoke-" in result.stdout
 
 
 def test_multirun_sh_unknown_sweep_is_a_clear_error(tmp_path):
