@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from rlx.models import build_model, char_tokenizer, load_pretrained
+from rlx.models import architecture_config, build_model, char_tokenizer, load_pretrained, load_pretrained_model
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,16 @@ def train_base_policy(task, model_cfg, warmstart_cfg, seed: int, out_dir: Path) 
 
 def base_policy(task, task_cfg: dict, model_cfg, warmstart_cfg, cache_root: str | Path):
     """The warm-started (model, tokenizer, cache dir), trained once per config, then read from
-    the cache. The warm-start has its own seed (warmstart.seed), so RL runs over several seeds
+    the cache; for a pretrained model (model.source != scratch) the checkpoint itself, no warm-start.
+    The warm-start has its own seed (warmstart.seed), so RL runs over several seeds
     start from the same base policy, as runs from one pretrained checkpoint would."""
     from omegaconf import OmegaConf
 
+    if model_cfg.get("source", "scratch") != "scratch":  # a pretrained checkpoint is the base policy
+        return load_pretrained_model(model_cfg, cache_root)
     as_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731
     seed = warmstart_cfg.seed
-    key = warmstart_key(as_dict(model_cfg), as_dict(task_cfg), as_dict(warmstart_cfg), seed)
+    key = warmstart_key(architecture_config(as_dict(model_cfg)), as_dict(task_cfg), as_dict(warmstart_cfg), seed)
     out_dir = Path(cache_root) / f"{task.name}-{key}"
     if not out_dir.exists():
         print(f"warm-start: training the base policy once ({warmstart_cfg.steps} steps); cached at {out_dir}")
