@@ -8,8 +8,12 @@ from rlx.rollout.batch import RolloutBatch, response_mask_from_tokens
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """<bos> + prompt tokens, left-padded to the longest prompt: (input_ids, attention_mask)."""
-    encoded = [[tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids for text in texts]
+    """<bos> + prompt tokens, left-padded to the longest prompt: (input_ids, attention_mask).
+    No <bos> is added when the tokenizer has none or the text already starts with it (a prompt
+    already wrapped in a chat template)."""
+    bos, bos_text = tokenizer.bos_token_id, tokenizer.bos_token
+    encoded = [([bos] if bos is not None and not (bos_text and text.startswith(bos_text)) else [])
+               + tokenizer(text, add_special_tokens=False).input_ids for text in texts]
     width = max(len(ids) for ids in encoded)
     input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
