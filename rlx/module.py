@@ -11,16 +11,19 @@ import copy
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 
 from rlx import objectives as obj
 from rlx.control import AdaptiveEntropyCoefController, ClipHighController, ZetaController
 from rlx.metrics import distinct_correct, pass_at_k, pearson
+from rlx.models import is_lora_model, prompt_formatter
 from rlx.rollout import RolloutBatch, generate_rollouts
 from rlx.tasks.base import RewardStats, safe_rewards
 
@@ -90,12 +93,15 @@ def build_controllers(reg: DictConfig) -> dict:
 class RLModule(L.LightningModule):
     """Owns the policy, the frozen reference policy, the objective and the controllers."""
 
-    def __init__(self, policy, tokenizer, task, cfg: DictConfig, reference=None):
+    def __init__(self, policy, tokenizer, task, cfg: DictConfig, reference=None, rollout_engine=None):
         super().__init__()
         self.automatic_optimization = False
         self.policy = policy.train()  # from_pretrained returns eval mode
         self.reference = reference
-        if self.reference is None and (cfg.algorithm.kl_loss_coef > 0 or cfg.monitor.kl_ref):
+        needs_reference = cfg.algorithm.kl_loss_coef > 0 or cfg.monitor.kl_ref
+        # With LoRA the reference policy is the base model with the adapters disabled: no second copy.
+        self.reference_is_base = reference is None and needs_reference and is_lora_model(policy)
+        if self.reference is None and needs_reference and not self.reference_is_base:
             self.reference = copy.deepcopy(policy)
         if self.reference is not None:
             self.reference.requires_grad_(False).eval()
@@ -111,11 +117,14 @@ class RLModule(L.LightningModule):
         self.mlflow_run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
         self._train_prompts = task.train_prompts()
+        self.format_prompt = prompt_formatter(tokenizer, cfg.get("model"))  # chat template when there is one
+        self.rollout_engine = rollout_engine  # None: Hugging Face generate on the policy
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self):
         o = self.cfg.optim
-        return torch.optim.AdamW(self.policy.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]  # only the adapters under LoRA
+        return torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
 
     @property
     def iteration(self) -> int:
@@ -141,10 +150,11 @@ class RLModule(L.LightningModule):
         metrics.update(metrics_r)
         metrics.update(self.update_policy(rollout, advantages))
         metrics["time/iteration_s"] = time.perf_counter() - t_start
+        metrics = self.reduce_metrics(metrics)
         self.last_metrics = metrics
         self.logger_log(metrics, step=it)
         if it == self.trainer.max_epochs - 1:
-            self.logger_log(self.evaluate(), step=it + 1)
+            self.logger_log(self.reduce_metrics(self.evaluate()), step=it + 1)
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
@@ -152,9 +162,15 @@ class RLModule(L.LightningModule):
         """Generate, score, compute advantages and the per-token statistics before the update."""
         alg, ro = self.alg, self.cfg.rollout
         prompts = self.sample_prompts(iteration)
+        world, rank = self.world()
+        if world > 1:  # each rank generates its share of the prompts, with its own seeded stream
+            if len(prompts) % world:
+                raise ValueError(f"task.prompts_per_step={len(prompts)} must be divisible by the number of "
+                                 f"ranks ({world}) so every rank holds whole groups")
+            prompts = prompts[rank::world]
+            torch.manual_seed((self.cfg.seed * 1_000_003 + iteration) * 1009 + rank)
         t0 = time.perf_counter()
-        rollout = generate_rollouts(self.policy, self.tokenizer, [p.text for p in prompts], alg.group_size,
-                                    ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p)
+        rollout = self.generate(prompts, alg.group_size)
         t_rollout = time.perf_counter() - t0
         stats = RewardStats()
         samples = [prompts[i] for i in rollout.prompt_index.tolist()]
@@ -167,38 +183,85 @@ class RLModule(L.LightningModule):
         before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
         rollout.extras["old_logprobs"] = before.logprobs
         rollout.extras["entropy"] = before.entropy
-        if self.reference is not None:
-            rollout.extras["ref_logprobs"] = self.batched_token_stats(self.reference, rollout, False).logprobs
+        if self.reference is not None or self.reference_is_base:
+            rollout.extras["ref_logprobs"] = self.reference_logprobs(rollout)
         t_logprob = time.perf_counter() - t0
 
         mask = rollout.response_mask
-        entropy = masked_mean(before.entropy, mask)
+        entropy = self.global_mean(before.entropy, mask)
         if self.entropy0 is None:
             self.entropy0 = entropy
             for controller in self.controllers.values():
                 controller.set_target(entropy)
         self.entropy_cumulative += entropy
-        n_tokens = float(mask.sum())
+        n_tokens = float(self.all_reduce(mask.sum().double()))  # over every rank's shard
         metrics = {
             "train/reward_mean": float(rewards.mean()),
             "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
             "train/reward_errors": float(stats.errors),
             "train/advantage_abs_mean": float(advantages.abs().mean()),
             "train/entropy": entropy,
-            "train/entropy_sampled": masked_mean(-before.logprobs, mask),
+            "train/entropy_sampled": self.global_mean(-before.logprobs, mask),
             "train/entropy_change_pct": 100.0 * (entropy - self.entropy0) / max(self.entropy0, 1e-12),
             "train/entropy_cumulative": self.entropy_cumulative,
-            "train/response_length": n_tokens / len(rewards),
+            "train/response_length": n_tokens / (len(rewards) * world),
             "train/truncated_frac": float(rollout.truncated.float().mean()),
             "time/rollout_s": t_rollout,
             "time/logprob_s": t_logprob,
             "perf/tokens_per_s": n_tokens / max(t_rollout, 1e-9),
         }
-        if self.reference is not None:
+        if "ref_logprobs" in rollout.extras:
             kl = obj.kl_penalty(before.logprobs, rollout.extras["ref_logprobs"], self.alg.kl_loss_type)
-            metrics["train/kl_ref"] = masked_mean(kl, mask)
+            metrics["train/kl_ref"] = self.global_mean(kl, mask)
         rollout.extras["rewards"] = rewards
         return rollout, advantages, metrics
+
+    def generate(self, prompts, n: int, **options) -> RolloutBatch:
+        """n samples per prompt from the policy (prompts in the chat template when the model has one),
+        with the configured rollout engine (vLLM) or Hugging Face generate; options go to the backend."""
+        ro = self.cfg.rollout
+        texts = [self.format_prompt(p.text) for p in prompts]
+        engine = self.rollout_engine.generate if self.rollout_engine is not None else generate_rollouts
+        return engine(self.policy, self.tokenizer, texts, n, ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p,
+                      **options)
+
+    @torch.no_grad()
+    def reference_logprobs(self, rollout: RolloutBatch) -> torch.Tensor:
+        """Log-probs of the reference policy: the base model with the LoRA adapters disabled under
+        LoRA (no second copy of the weights), else the frozen copy."""
+        if self.reference_is_base:
+            with self.policy.disable_adapter():
+                return self.batched_token_stats(self.policy, rollout, False).logprobs
+        return self.batched_token_stats(self.reference, rollout, False).logprobs
+
+    # ----------------------------------------------------------------- distributed
+    def world(self) -> tuple[int, int]:
+        """(world size, rank) of torch.distributed; (1, 0) in a single process."""
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def all_reduce(self, tensor: torch.Tensor, op=None) -> torch.Tensor:
+        """In-place all_reduce (sum by default) across ranks; the tensor itself in one process."""
+        if self.world()[0] > 1:
+            dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+        return tensor
+
+    def global_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        """sum(values * mask) / sum(mask) over the response tokens of every rank's shard."""
+        totals = self.all_reduce(torch.stack([(values * mask).sum(), mask.sum()]).double())
+        return float(totals[0] / totals[1].clamp(min=1))
+
+    def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The mean of each metric over ranks (metrics that are already global are unchanged)."""
+        world = self.world()[0]
+        if world == 1 or not metrics:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([float("nan") if metrics[k] is None else float(metrics[k]) for k in keys],
+                              dtype=torch.float64, device=self.device)
+        self.all_reduce(values)
+        return dict(zip(keys, (values / world).tolist()))
 
     def batched_token_stats(self, model, rollout: RolloutBatch, with_entropy: bool) -> TokenStats:
         """response_token_stats over micro-batches of trainer.micro_batch_size rows."""
@@ -258,13 +321,20 @@ class RLModule(L.LightningModule):
         alg = self.alg
         optimizer = self.optimizers()
         t0 = time.perf_counter()
-        rows = torch.arange(len(rollout.completions))
-        keep = torch.ones(len(rows), dtype=torch.bool)
+        # Rows are numbered globally: rank r owns rows [r * n, (r + 1) * n) of the world's rollout
+        # batch, so minibatches (and their shuffling) are the same whatever the number of ranks.
+        world, rank = self.world()
+        n_local = len(rollout.completions)
+        keep = torch.zeros(n_local * world, dtype=torch.float64, device=self.device)
+        keep[rank * n_local:(rank + 1) * n_local] = 1.0
         metrics: dict[str, float] = {}
         if alg.dynamic_sampling:
-            keep = obj.dynamic_sampling_mask(rollout.extras["rewards"], alg.group_size)
+            keep[rank * n_local:(rank + 1) * n_local] = obj.dynamic_sampling_mask(
+                rollout.extras["rewards"], alg.group_size).double().to(keep.device)
+        keep = self.all_reduce(keep).cpu() > 0.5
+        if alg.dynamic_sampling:
             metrics["train/dropped_groups"] = float((~keep).sum() / alg.group_size)
-        rows = rows[keep]
+        rows = torch.arange(len(keep))[keep]
         rollout.extras["token_advantages"] = self.token_advantages(rollout, advantages)
         sums: dict[str, float] = {}
         steps = skipped = 0
@@ -299,39 +369,68 @@ class RLModule(L.LightningModule):
         normalised by the minibatch's global token / sequence counts so the split does not matter.
         Returns None (and skips the step) when the loss or gradient is not finite."""
         alg = self.alg
-        global_tokens = float(rollout.response_mask[minibatch].sum())
+        # `minibatch` holds global row ids; this rank trains on the ones it owns (all of them in one process)
+        world, rank = self.world()
+        n_local = len(rollout.completions)
+        local = minibatch[(minibatch >= rank * n_local) & (minibatch < (rank + 1) * n_local)] - rank * n_local
+        global_tokens = float(self.all_reduce(rollout.response_mask[local].sum().double()))
         kwargs = self.loss_kwargs()
         need_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
         optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for micro in minibatch.split(self.cfg.trainer.micro_batch_size):
+        micros = list(local.split(self.cfg.trainer.micro_batch_size))
+        if world > 1:  # every rank runs as many backward passes (each one is a collective under DDP)
+            count = self.all_reduce(torch.tensor(len(micros), device=self.device), op=dist.ReduceOp.MAX)
+            micros += [None] * (int(count) - len(micros))
+        for micro in micros:
+            scale = 1.0
+            if micro is None:  # no rows left on this rank: a zero-weighted pass keeps the ranks in step
+                micro, scale = torch.zeros(1, dtype=torch.long), 0.0
             part = rollout.select(micro)
             mask = part.response_mask
-            current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
-                                           self.cfg.monitor.chunk_size, with_entropy=need_entropy)
-            extra = {"entropy": current.entropy} if need_entropy else {}
-            if alg.kl_loss_coef > 0:
-                extra["ref_logprobs"] = rollout.extras["ref_logprobs"][micro]
-            loss, loss_metrics = obj.policy_loss(
-                alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro],
-                self.regulate(rollout.extras["token_advantages"][micro], current.logprobs, mask), mask,
-                global_tokens=global_tokens, global_seqs=float(len(minibatch)), max_response_length=mask.shape[1],
-                **extra, **kwargs)
-            if not torch.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                return None
-            self.manual_backward(loss)
-            weight = float(mask.sum()) / max(global_tokens, 1.0)  # per-token metrics, token-weighted
+            with self.activation_offload():
+                current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
+                                               self.cfg.monitor.chunk_size, with_entropy=need_entropy)
+                extra = {"entropy": current.entropy} if need_entropy else {}
+                if alg.kl_loss_coef > 0:
+                    extra["ref_logprobs"] = rollout.extras["ref_logprobs"][micro]
+                loss, loss_metrics = obj.policy_loss(
+                    alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro],
+                    self.regulate(rollout.extras["token_advantages"][micro], current.logprobs, mask), mask,
+                    global_tokens=global_tokens, global_seqs=float(len(minibatch)),
+                    max_response_length=mask.shape[1], **extra, **kwargs)
+                loss = loss * scale
+                finite = torch.isfinite(loss.detach()).double()
+                if world > 1:
+                    self.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if not finite:
+                    optimizer.zero_grad(set_to_none=True)
+                    return None
+                # DDP / FSDP average gradients over ranks; the loss is already normalised by global
+                # counts, so scaling by the world size makes the synced gradient the global one.
+                self.manual_backward(loss * world if world > 1 else loss)
+            weight = scale * float(mask.sum()) / max(global_tokens, 1.0)  # per-token metrics, token-weighted
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
             for key, value in loss_metrics.items():
                 totals[key] = totals.get(key, 0.0) + weight * float(value)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
+        if world > 1:  # sums of per-rank parts -> the minibatch's global values
+            keys = sorted(totals)
+            summed = self.all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device))
+            totals = dict(zip(keys, summed.tolist()))
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.cfg.optim.grad_clip)
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             return None
         totals["grad_norm"] = float(grad_norm)
         optimizer.step()
         return totals
+
+    def activation_offload(self):
+        """trainer.activation_offload: keep the activations saved for backward in (pinned) CPU memory."""
+        if self.cfg.trainer.get("activation_offload", False):
+            return torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
+        return nullcontext()
 
     def check_nonfinite(self, steps: int, skipped: int, patience: int = 3) -> None:
         """Fail (the run ends FAILED, its last checkpoint intact) after `patience` iterations in a
@@ -353,7 +452,7 @@ class RLModule(L.LightningModule):
         mask = rollout.response_mask
         old_lp, entropy = rollout.extras["old_logprobs"], rollout.extras["entropy"]
         after = self.batched_token_stats(self.policy, rollout, with_entropy=True)
-        h_before, h_after = masked_mean(entropy, mask), masked_mean(after.entropy, mask)
+        h_before, h_after = self.global_mean(entropy, mask), self.global_mean(after.entropy, mask)
         metrics = {"train/entropy_after": h_after, "train/entropy_meas_delta": h_after - h_before}
         regulated = self.regulate(rollout.extras["token_advantages"], old_lp, mask)
         metrics["train/entropy_pred_delta"] = float(obj.predicted_entropy_change(regulated, old_lp, entropy, mask))
@@ -388,8 +487,7 @@ class RLModule(L.LightningModule):
         lines = []
         for split, prompts in self.task.eval_prompts().items():
             n = ev.samples_per_prompt
-            rollout = generate_rollouts(self.policy, self.tokenizer, [p.text for p in prompts], n,
-                                        ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p)
+            rollout = self.generate(prompts, n)
             samples = [prompts[i] for i in rollout.prompt_index.tolist()]
             rewards = safe_rewards(self.task, samples, rollout.completions, RewardStats())
             correct = [r >= SUCCESS_THRESHOLD for r in rewards]
