@@ -20,11 +20,13 @@ import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from rlx.callbacks import IterationProgress
 from rlx.config import CONF_DIR, ConfigError, register_resolvers, validate
+from rlx.models import prepare_policy, validate_model_cfg
 from rlx.module import RLModule
 from rlx.tracking import config_params, make_logger, run_tags, ui_hint
 from rlx.warmstart import base_policy
@@ -104,9 +106,56 @@ def log_curves(logger) -> None:
         client.log_artifact(run_id, str(path), "plots")
 
 
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """Processes of a run: trainer.devices x trainer.num_nodes (1 for devices=auto / -1 on one CPU)."""
+    devices = trainer_cfg.devices
+    return int(devices) * int(trainer_cfg.get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else 1
+
+
+def make_strategy(trainer_cfg: DictConfig):
+    """The Lightning strategy of trainer.strategy: a name (auto, ddp, fsdp, ...) or, for FSDP with
+    options, a node {name: fsdp, wrap: [decoder layer classes, dotted], ...FSDPStrategy kwargs}."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if not OmegaConf.is_dict(strategy):
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"trainer.strategy={strategy!r}: allowed {list(STRATEGIES)} or an fsdp node")
+        return strategy
+    options = OmegaConf.to_container(strategy, resolve=True)
+    if options.pop("name", None) != "fsdp":
+        raise ConfigError(f"trainer.strategy={options!r}: a strategy node must have name: fsdp")
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    wrap = options.pop("wrap", None) or []
+    layers = {hydra.utils.get_class(name) for name in wrap}  # e.g. transformers.models.qwen3.modeling_qwen3.Qwen3DecoderLayer
+    return FSDPStrategy(auto_wrap_policy=layers or None, **options)
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """Checks of the trainer group that can fail before any model is built."""
+    world = world_size(cfg.trainer)
+    if cfg.task.prompts_per_step % world:
+        raise ConfigError(f"task.prompts_per_step={cfg.task.prompts_per_step}: must be divisible by the number "
+                          f"of processes (trainer.devices x trainer.num_nodes = {world}); each rank samples whole groups")
+    if cfg.rollout.get("backend", "hf") == "vllm":
+        from rlx.rollout.vllm import check_vllm
+
+        try:
+            check_vllm(cfg.trainer.accelerator)
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one RL experiment and return its last metrics (plus summaries)."""
     validate(cfg)
+    try:
+        validate_model_cfg(cfg.model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    validate_trainer(cfg)
     quiet_libraries()
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -119,17 +168,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     task = instantiate_task(cfg.task)
     policy, tokenizer, base_dir = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart,
                                               cfg.cache_dir)
+    policy = prepare_policy(policy, tokenizer, cfg.model, cfg.trainer)  # LoRA adapters, gradient checkpointing
+    # Only rank 0 talks to MLflow (the logger's calls are no-ops elsewhere; rank from RANK / LOCAL_RANK / SLURM_PROCID)
     logger = make_logger(cfg, run_tags(cfg, sweep_id_of(cfg)), run_id=run_id)
     if ckpt_path is None:
         log_run_files(logger, cfg, base_dir)
-    module = RLModule(policy, tokenizer, task, cfg)
-    checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / logger.run_id, filename="iteration-{epoch}",
+    engine = None
+    if cfg.rollout.get("backend", "hf") == "vllm":
+        from rlx.rollout.vllm import VLLMRollout
+
+        engine = VLLMRollout(cfg.rollout, cfg.model, base_dir)
+    module = RLModule(policy, tokenizer, task, cfg, rollout_engine=engine)
+    # other ranks get rank 0's directory (ModelCheckpoint broadcasts it at setup)
+    run_dir = logger.run_id or f"rank{rank_zero_only.rank}"
+    checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / run_dir, filename="iteration-{epoch}",
                                   every_n_epochs=cfg.checkpoint.every, save_last=True, save_top_k=1,
                                   save_on_train_epoch_end=True)
     trainer = L.Trainer(
         max_epochs=cfg.trainer.max_steps,  # one epoch = one RL iteration (one rollout batch)
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.get("num_nodes", 1),
+        strategy=make_strategy(cfg.trainer),
         precision=cfg.precision.trainer_precision,
         logger=logger,
         callbacks=[checkpoints, IterationProgress()],
@@ -140,17 +200,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_every_n_steps=1,
         reload_dataloaders_every_n_epochs=0,
     )
-    print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
-          f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
+    if rank_zero_only.rank == 0:
+        print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
+              f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
     # Seed last: a warm-start trained in this process must not shift the RL run's random stream.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     summary = module.summary_metrics()
-    if summary:
-        logger.log_metrics(summary, step=cfg.trainer.max_steps)
-    log_curves(logger)
-    print(ui_hint(logger))
+    if trainer.is_global_zero:
+        if summary:
+            logger.log_metrics(summary, step=cfg.trainer.max_steps)
+        log_curves(logger)
+        print(ui_hint(logger))
     return {**module.last_metrics, **summary}
 
 
