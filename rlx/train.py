@@ -169,9 +169,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     policy, tokenizer, base_dir = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart,
                                               cfg.cache_dir)
     policy = prepare_policy(policy, tokenizer, cfg.model, cfg.trainer)  # LoRA adapters, gradient checkpointing
-    # Only rank 0 talks to MLflow (the logger's calls are no-ops elsewhere; rank from RANK / LOCAL_RANK / SLURM_PROCID)
-    logger = make_logger(cfg, run_tags(cfg, sweep_id_of(cfg)), run_id=run_id)
-    if ckpt_path is None:
+    # Only rank 0 talks to MLflow (even opening the store writes to it); the rank comes from the
+    # launcher's environment (RANK / LOCAL_RANK / SLURM_PROCID) before torch.distributed starts.
+    rank_zero = rank_zero_only.rank == 0
+    logger = make_logger(cfg, run_tags(cfg, sweep_id_of(cfg)), run_id=run_id) if rank_zero else None
+    if ckpt_path is None and logger is not None:
         log_run_files(logger, cfg, base_dir)
     engine = None
     if cfg.rollout.get("backend", "hf") == "vllm":
@@ -180,7 +182,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         engine = VLLMRollout(cfg.rollout, cfg.model, base_dir)
     module = RLModule(policy, tokenizer, task, cfg, rollout_engine=engine)
     # other ranks get rank 0's directory (ModelCheckpoint broadcasts it at setup)
-    run_dir = logger.run_id or f"rank{rank_zero_only.rank}"
+    run_dir = logger.run_id if logger is not None else f"rank{rank_zero_only.rank}"
     checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / run_dir, filename="iteration-{epoch}",
                                   every_n_epochs=cfg.checkpoint.every, save_last=True, save_top_k=1,
                                   save_on_train_epoch_end=True)
@@ -191,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         num_nodes=cfg.trainer.get("num_nodes", 1),
         strategy=make_strategy(cfg.trainer),
         precision=cfg.precision.trainer_precision,
-        logger=logger,
+        logger=logger if logger is not None else False,
         callbacks=[checkpoints, IterationProgress()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -200,7 +202,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_every_n_steps=1,
         reload_dataloaders_every_n_epochs=0,
     )
-    if rank_zero_only.rank == 0:
+    if rank_zero:
         print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
               f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
     # Seed last: a warm-start trained in this process must not shift the RL run's random stream.
@@ -208,7 +210,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     summary = module.summary_metrics()
-    if trainer.is_global_zero:
+    if logger is not None:
         if summary:
             logger.log_metrics(summary, step=cfg.trainer.max_steps)
         log_curves(logger)
