@@ -108,6 +108,19 @@ def validate_regulator(reg: DictConfig) -> None:
         _require(reg.dead_band >= 0, "algorithm.regulator.dead_band", reg.dead_band, "must be >= 0")
 
 
+def validate_precision(prec: DictConfig) -> None:
+    """Precision keys: a Lightning precision flag, known dtypes, a known old-log-prob source."""
+    from rlx.precision import DTYPES, TRAINER_PRECISIONS
+
+    _require(prec.trainer_precision in TRAINER_PRECISIONS, "precision.trainer_precision", prec.trainer_precision,
+             f"allowed: {list(TRAINER_PRECISIONS)}")
+    for key in ("sampler_dtype", "logprob_dtype"):
+        _require(prec[key] in DTYPES, f"precision.{key}", prec[key], f"allowed: {sorted(DTYPES)}")
+    _require(prec.old_logprobs in ("trainer", "sampler"), "precision.old_logprobs", prec.old_logprobs,
+             "allowed: ['trainer', 'sampler']")
+    _require(prec.diagnostics_sample >= 0, "precision.diagnostics_sample", prec.diagnostics_sample, "must be >= 0")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that can fail before a model is built. Raises ConfigError on the first problem."""
     try:
@@ -118,6 +131,7 @@ def validate(cfg: DictConfig) -> None:
         cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else exc
         raise ConfigError(str(cause).splitlines()[0]) from exc
     validate_algorithm(cfg.algorithm)
+    validate_precision(cfg.precision)
     _require(cfg.trainer.max_steps >= 1, "trainer.max_steps", cfg.trainer.max_steps, "must be >= 1")
     _require(cfg.task.prompts_per_step >= 1, "task.prompts_per_step", cfg.task.prompts_per_step, "must be >= 1")
     batch = cfg.task.prompts_per_step * cfg.algorithm.group_size

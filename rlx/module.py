@@ -24,8 +24,10 @@ from rlx import objectives as obj
 from rlx.control import AdaptiveEntropyCoefController, ClipHighController, ZetaController
 from rlx.metrics import distinct_correct, pass_at_k, pearson
 from rlx.models import is_lora_model, prompt_formatter
+from rlx.precision import clip_flips, dtype_of, logp_mismatch, logprobs_in_dtype
 from rlx.rollout import RolloutBatch, generate_rollouts
-from rlx.tasks.base import RewardStats, safe_rewards
+from rlx.rollout.multiturn import run_episodes
+from rlx.tasks.base import RewardStats, is_multi_turn, safe_rewards
 
 SUCCESS_THRESHOLD = 1.0 - 1e-6  # a sample counts as correct for pass@k when its reward reaches 1
 
@@ -38,24 +40,34 @@ class TokenStats:
     entropy: torch.Tensor | None
 
 
-def response_token_stats(model, batch: RolloutBatch, temperature: float, chunk_size: int,
-                         with_entropy: bool) -> TokenStats:
-    """log pi(y_t | x, y_<t) for the completion tokens (and H(pi(.|x, y_<t)) if asked), in fp32.
+def response_token_stats(model, batch: RolloutBatch, temperature: float, chunk_size: int, with_entropy: bool,
+                         logprob_dtype: torch.dtype = torch.float32, upcast_head: bool = False) -> TokenStats:
+    """log pi(y_t | x, y_<t) for the completion tokens (and H(pi(.|x, y_<t)) if asked).
 
     Only the last T+1 positions go through the LM head (`logits_to_keep`), and logits are
     divided by the sampling temperature so the log-probs are those of the sampling policy.
+    upcast_head computes the LM head in fp32 from the (e.g. bf16) hidden states. Log-probs are
+    formed in `logprob_dtype` (fp32 by default; bf16 keeps Theorem 3's rounding on purpose);
+    the entropy is always exact fp32, whatever the model's dtype.
     """
     responses = batch.responses
     length = responses.shape[1]
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        logits_to_keep=length + 1,
-        use_cache=False,
-    ).logits[:, :-1]
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                  use_cache=False)
+    if upcast_head:
+        hidden = model.get_decoder()(**inputs).last_hidden_state[:, -(length + 1):-1]
+        head = model.get_output_embeddings()
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    else:
+        logits = model(**inputs, logits_to_keep=length + 1).logits[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
+    if logprob_dtype != torch.float32:
+        logprobs = logprobs_in_dtype(logits, responses, logprob_dtype)
+        entropy = obj.entropy_from_logits(logits, chunk_size=chunk_size) if with_entropy else None
+        return TokenStats(logprobs, entropy)
     if with_entropy:
         logprobs, entropy = obj.logprobs_and_entropy(logits, responses, chunk_size=chunk_size)
         return TokenStats(logprobs, entropy)
@@ -116,6 +128,7 @@ class RLModule(L.LightningModule):
         self.nonfinite_streak = 0
         self.mlflow_run_id: str | None = None
         self.last_metrics: dict[str, float] = {}
+        self._sampler_copy: list | None = None
         self._train_prompts = task.train_prompts()
         self.format_prompt = prompt_formatter(tokenizer, cfg.get("model"))  # chat template when there is one
         self.rollout_engine = rollout_engine  # None: Hugging Face generate on the policy
@@ -170,19 +183,29 @@ class RLModule(L.LightningModule):
             prompts = prompts[rank::world]
             torch.manual_seed((self.cfg.seed * 1_000_003 + iteration) * 1009 + rank)
         t0 = time.perf_counter()
-        rollout = self.generate(prompts, alg.group_size)
+        prec = self.cfg.precision
+        rollout = self.generate(prompts, alg.group_size,
+                                return_logprobs=bool(prec.diagnostics) or prec.old_logprobs == "sampler")
         t_rollout = time.perf_counter() - t0
         stats = RewardStats()
         samples = [prompts[i] for i in rollout.prompt_index.tolist()]
-        rewards = torch.tensor(safe_rewards(self.task, samples, rollout.completions, stats), dtype=torch.float32)
+        rewards = torch.tensor(self.score(samples, rollout, stats), dtype=torch.float32)
         options = {k: v for k, v in {"scale": alg.adv_scale}.items() if k in obj.advantage_keys(alg.advantage)}
         advantages = obj.compute_advantages(alg.advantage, rewards, alg.group_size, **options)
 
         t0 = time.perf_counter()
         chunk = self.cfg.monitor.chunk_size
         before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
-        rollout.extras["old_logprobs"] = before.logprobs
+        rollout.extras["trainer_logprobs"] = before.logprobs
+        use_sampler = prec.old_logprobs == "sampler"
+        if use_sampler and "sampler_logprobs" not in rollout.extras:
+            raise ValueError("precision.old_logprobs='sampler': this rollout backend returns no sampler log-probs")
+        rollout.extras["old_logprobs"] = rollout.extras["sampler_logprobs"] if use_sampler else before.logprobs
         rollout.extras["entropy"] = before.entropy
+        if self.run_precision_diagnostics():
+            rows = torch.arange(min(prec.diagnostics_sample, len(rollout.completions)))
+            rollout.extras["diag_rows"] = rows
+            rollout.extras["old_logprobs_fp32"] = self.fp32_logprobs(rollout.select(rows))
         if self.reference is not None or self.reference_is_base:
             rollout.extras["ref_logprobs"] = self.reference_logprobs(rollout)
         t_logprob = time.perf_counter() - t0
@@ -213,6 +236,10 @@ class RLModule(L.LightningModule):
         if "ref_logprobs" in rollout.extras:
             kl = obj.kl_penalty(before.logprobs, rollout.extras["ref_logprobs"], self.alg.kl_loss_type)
             metrics["train/kl_ref"] = self.global_mean(kl, mask)
+        if "sampler_logprobs" in rollout.extras:
+            mean, peak = logp_mismatch(rollout.extras["sampler_logprobs"], before.logprobs, mask)
+            metrics["precision/logp_mismatch_mean"], metrics["precision/logp_mismatch_max"] = mean, peak
+        metrics.update({f"train/{k}": v for k, v in rollout.extras.get("episode_stats", {}).items()})
         rollout.extras["rewards"] = rewards
         return rollout, advantages, metrics
 
@@ -220,10 +247,24 @@ class RLModule(L.LightningModule):
         """n samples per prompt from the policy (prompts in the chat template when the model has one),
         with the configured rollout engine (vLLM) or Hugging Face generate; options go to the backend."""
         ro = self.cfg.rollout
+        if is_multi_turn(self.task):  # policy turns alternate with environment observations
+            return run_episodes(self.policy, self.tokenizer, self.task, prompts, n, ro.max_new_tokens, ro.temperature,
+                                ro.top_k, ro.top_p)
         texts = [self.format_prompt(p.text) for p in prompts]
-        engine = self.rollout_engine.generate if self.rollout_engine is not None else generate_rollouts
-        return engine(self.policy, self.tokenizer, texts, n, ro.max_new_tokens, ro.temperature, ro.top_k, ro.top_p,
-                      **options)
+        if self.rollout_engine is not None:
+            return self.rollout_engine.generate(self.policy, self.tokenizer, texts, n, ro.max_new_tokens,
+                                                ro.temperature, ro.top_k, ro.top_p, **options)
+        with torch.autocast(device_type=self.device.type, enabled=False):  # the sampler runs in its own dtype
+            return generate_rollouts(self.sampler(), self.tokenizer, texts, n, ro.max_new_tokens, ro.temperature,
+                                     ro.top_k, ro.top_p, **options)
+
+    def score(self, samples, rollout: RolloutBatch, stats: RewardStats) -> list[float]:
+        """One reward per row: the task's reward of each completion, or each episode's return for a
+        multi-turn task (whose environment failures the rollout driver counted and logged)."""
+        if is_multi_turn(self.task):
+            stats.errors += int(rollout.extras["episode_stats"]["env_errors"])
+            return rollout.extras["episode_rewards"]
+        return safe_rewards(self.task, samples, rollout.completions, stats)
 
     @torch.no_grad()
     def reference_logprobs(self, rollout: RolloutBatch) -> torch.Tensor:
@@ -263,11 +304,48 @@ class RLModule(L.LightningModule):
         self.all_reduce(values)
         return dict(zip(keys, (values / world).tolist()))
 
-    def batched_token_stats(self, model, rollout: RolloutBatch, with_entropy: bool) -> TokenStats:
-        """response_token_stats over micro-batches of trainer.micro_batch_size rows."""
+    def sampler(self):
+        """The rollout policy in precision.sampler_dtype: the policy itself when its weights
+        already have that dtype, else a copy kept outside the module tree (not checkpointed,
+        not converted by Lightning) whose weights are re-synced from the policy every iteration."""
+        dtype = dtype_of(self.cfg.precision.sampler_dtype, "precision.sampler_dtype")
+        if next(self.policy.parameters()).dtype == dtype:
+            return self.policy
+        if self._sampler_copy is None:
+            self._sampler_copy = [copy.deepcopy(self.policy).to(dtype).eval().requires_grad_(False)]
+        sampler = self._sampler_copy[0]
+        with torch.no_grad():
+            for target, source in zip(sampler.parameters(), self.policy.parameters()):
+                target.copy_(source)
+        return sampler
+
+    def run_precision_diagnostics(self) -> bool:
+        """The fp32 clip-decision recomputation runs unless everything already is fp32."""
+        prec = self.cfg.precision
+        all_fp32 = (prec.trainer_precision == "32-true" and prec.logprob_dtype == "float32"
+                    and next(self.policy.parameters()).dtype == torch.float32)
+        return bool(prec.diagnostics) and prec.diagnostics_sample > 0 and not all_fp32 and self.alg.loss != "reinforce"
+
+    @torch.no_grad()
+    def fp32_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs of the current policy recomputed entirely in fp32 (an fp32 copy of its weights)."""
+        shadow = copy.deepcopy(self.policy).float()
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.token_stats(shadow, batch, with_entropy=False, fp32=True).logprobs
+
+    def token_stats(self, model, batch: RolloutBatch, with_entropy: bool, fp32: bool = False) -> TokenStats:
+        """response_token_stats with this run's precision (or all-fp32 for the diagnostics)."""
+        prec = self.cfg.precision
+        return response_token_stats(
+            model, batch, self.cfg.rollout.temperature, self.cfg.monitor.chunk_size, with_entropy,
+            logprob_dtype=torch.float32 if fp32 else dtype_of(prec.logprob_dtype, "precision.logprob_dtype"),
+            upcast_head=False if fp32 else bool(prec.upcast_head))
+
+    def batched_token_stats(self, model, rollout: RolloutBatch, with_entropy: bool, fp32: bool = False) -> TokenStats:
+        """token_stats over micro-batches of trainer.micro_batch_size rows."""
         size = self.cfg.trainer.micro_batch_size
-        parts = [response_token_stats(model, rollout.select(torch.arange(i, min(i + size, len(rollout.completions)))),
-                                      self.cfg.rollout.temperature, self.cfg.monitor.chunk_size, with_entropy)
+        parts = [self.token_stats(model, rollout.select(torch.arange(i, min(i + size, len(rollout.completions)))),
+                                  with_entropy, fp32)
                  for i in range(0, len(rollout.completions), size)]
         logprobs = torch.cat([p.logprobs for p in parts])
         entropy = torch.cat([p.entropy for p in parts]) if with_entropy else None
@@ -349,6 +427,8 @@ class RLModule(L.LightningModule):
                     skipped += 1
                     continue
                 steps += 1
+                if steps == 1 and "ratio_mean" in step_metrics:
+                    metrics["precision/ratio_bias"] = step_metrics["ratio_mean"] - 1.0
                 for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
         # minibatch means; the update-time entropy / KL get their own names so they never
@@ -457,8 +537,24 @@ class RLModule(L.LightningModule):
         regulated = self.regulate(rollout.extras["token_advantages"], old_lp, mask)
         metrics["train/entropy_pred_delta"] = float(obj.predicted_entropy_change(regulated, old_lp, entropy, mask))
         self.dynamics.append((metrics["train/entropy_pred_delta"], metrics["train/entropy_meas_delta"]))
+        if "diag_rows" in rollout.extras:
+            metrics.update(self.clip_flip_metrics(rollout, after.logprobs))
         metrics["time/monitor_s"] = time.perf_counter() - t0
         return metrics
+
+    def clip_flip_metrics(self, rollout: RolloutBatch, logprobs_after: torch.Tensor) -> dict[str, float]:
+        """Clip decisions at the end of the update, configured precision vs an fp32 recomputation of
+        the same ratio, on the diagnostic sample of the batch (Theorem 3)."""
+        rows = rollout.extras["diag_rows"]
+        sample = rollout.select(rows)
+        ratio = torch.exp(logprobs_after[rows] - rollout.extras["old_logprobs"][rows])
+        ratio_fp32 = torch.exp(self.fp32_logprobs(sample) - rollout.extras["old_logprobs_fp32"])
+        kwargs = self.loss_kwargs()
+        flips = clip_flips(ratio, ratio_fp32, rollout.extras["token_advantages"][rows],
+                           rollout.extras["old_logprobs"][rows], rollout.extras["entropy"][rows], sample.response_mask,
+                           kwargs.get("clip_ratio_low", self.alg.clip_ratio_low),
+                           kwargs.get("clip_ratio_high", self.alg.clip_ratio_high))
+        return {f"precision/{k}": v for k, v in flips.items()}
 
     def update_controllers(self, entropy_after: float) -> dict[str, float]:
         """Once per iteration, after the update: move zeta / eps_high / entropy coef by comparing
@@ -489,7 +585,7 @@ class RLModule(L.LightningModule):
             n = ev.samples_per_prompt
             rollout = self.generate(prompts, n)
             samples = [prompts[i] for i in rollout.prompt_index.tolist()]
-            rewards = safe_rewards(self.task, samples, rollout.completions, RewardStats())
+            rewards = self.score(samples, rollout, RewardStats())
             correct = [r >= SUCCESS_THRESHOLD for r in rewards]
             per_prompt = {k: [] for k in ev.k}
             distinct = []

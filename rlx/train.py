@@ -28,6 +28,7 @@ from rlx.callbacks import IterationProgress
 from rlx.config import CONF_DIR, ConfigError, register_resolvers, validate
 from rlx.models import prepare_policy, validate_model_cfg
 from rlx.module import RLModule
+from rlx.precision import lightning_precision
 from rlx.tracking import config_params, make_logger, run_tags, ui_hint
 from rlx.warmstart import base_policy
 
@@ -192,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.get("num_nodes", 1),
         strategy=make_strategy(cfg.trainer),
-        precision=cfg.precision.trainer_precision,
+        **lightning_precision(cfg.precision.trainer_precision, cfg.trainer.accelerator),
         logger=logger if logger is not None else False,
         callbacks=[checkpoints, IterationProgress()],
         enable_progress_bar=False,

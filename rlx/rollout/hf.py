@@ -31,6 +31,15 @@ def decode_completions(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -
     )
 
 
+def sampler_logprobs(step_logits: tuple[torch.Tensor, ...], responses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[N, T] log-probs of the sampled tokens under each generation step's logits (upcast to fp32
+    after the sampler's own rounding), one step at a time so no N x T x V tensor is built."""
+    return torch.stack([
+        torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, responses[:, t, None]).squeeze(-1)
+        for t, logits in enumerate(step_logits)
+    ], dim=1)
+
+
 @torch.no_grad()
 def generate_rollouts(
     model,
@@ -41,11 +50,14 @@ def generate_rollouts(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    return_logprobs: bool = False,
 ) -> RolloutBatch:
     """Sample `group_size` completions for each prompt from the policy at `temperature`.
 
     top_k=0 and top_p=1 sample from the full distribution, so the sampling policy is exactly
-    softmax(logits / temperature), the policy whose log-probs the loss uses.
+    softmax(logits / temperature), the policy whose log-probs the loss uses. With
+    return_logprobs, extras["sampler_logprobs"][i, t] = log softmax(logits_t / temperature)[y_t]
+    from the sampler's own logits (its precision, KV-cache path), for mismatch diagnostics.
     """
     input_ids, attention_mask = encode_prompts(tokenizer, prompt_texts)
     input_ids = input_ids.repeat_interleave(group_size, dim=0).to(model.device)
@@ -63,6 +75,8 @@ def generate_rollouts(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            output_logits=return_logprobs,
+            return_dict_in_generate=True,
         )
     except RuntimeError as exc:
         if "probability tensor contains" in str(exc):
@@ -73,11 +87,13 @@ def generate_rollouts(
     finally:
         model.train(was_training)
     prompt_length = input_ids.shape[1]
-    responses = output[:, prompt_length:]
+    responses = output.sequences[:, prompt_length:]
     response_mask, truncated = response_mask_from_tokens(responses, tokenizer.eos_token_id)
     full_ids = torch.cat([input_ids, responses], dim=1)
     full_mask = torch.cat([attention_mask, response_mask.long()], dim=1)
+    extras = {"sampler_logprobs": sampler_logprobs(output.logits, responses, temperature)} if return_logprobs else {}
     return RolloutBatch(
+        extras=extras,
         input_ids=full_ids,
         attention_mask=full_mask,
         response_mask=response_mask,

@@ -1,7 +1,14 @@
 """The task interface: what the trainer needs from an environment.
 
-A single-turn task maps a prompt to a completion and scores it with a program. The trainer
-only ever sees `Prompt` records and calls `score`, so a task can be swapped by config.
+Two shapes, both selected by config (`_target_`):
+- `SingleTurnTask`: prompt -> completion -> reward (and info). The trainer sees `Prompt`
+  records and calls `reward` (or `reward_batch` when `batched`), through `safe_rewards`.
+- `MultiTurnTask`: an environment factory. `make_env(prompt)` gives an `Environment` with
+  `reset() -> observation` and `step(action) -> StepResult(observation, reward, done, info)`;
+  the rollout driver (rlx.rollout.multiturn) alternates policy turns and observations.
+
+Conventions shared by both: a reward must be a finite real number (`as_reward`); one that is
+not, or a reward function / environment that raises, scores 0 and is counted in `RewardStats`.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
@@ -23,17 +31,11 @@ class Prompt:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class SingleTurnTask:
-    """Base class of single-turn tasks: prompt -> completion -> reward in [0, 1] and info.
-
-    Subclasses implement `reward`, `train_prompts`, `eval_prompts`, `alphabet` and, when the
-    task provides its own base policy, `warmstart_texts`.
-    """
+class Task:
+    """What every task gives the trainer: prompts, evaluation splits, an alphabet for a
+    character tokenizer, and (optionally) warm-start data for the base policy."""
 
     name: str = "task"
-
-    def reward(self, prompt: Prompt, completion: str) -> float:
-        raise NotImplementedError
 
     def train_prompts(self) -> list[Prompt]:
         raise NotImplementedError
@@ -55,12 +57,118 @@ class SingleTurnTask:
         return completion.strip()
 
 
+class SingleTurnTask(Task):
+    """Base class of single-turn tasks: prompt -> completion -> reward in [0, 1] and info.
+
+    Subclasses implement `reward` (or set `batched = True` and implement `reward_batch`),
+    `train_prompts`, `eval_prompts`, `alphabet` and, when the task provides its own base
+    policy, `warmstart_texts`.
+    """
+
+    batched: bool = False
+
+    def reward(self, prompt: Prompt, completion: str) -> float:
+        raise NotImplementedError
+
+    def reward_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> Sequence[Any]:
+        """One reward per (prompt, completion) from a single call (used when `batched`)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What an environment returns for one policy turn (gym's step without `truncated`:
+    truncation is decided by the rollout driver's caps, not by the environment)."""
+
+    observation: str
+    reward: float
+    done: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Environment:
+    """One episode. `reset()` returns the first observation (the context the policy starts
+    from); `step(action)` consumes one policy turn (its text, without the end-of-turn token)
+    and returns the next observation, the turn's reward, whether the episode is over, and info.
+    An environment must not raise on malformed actions: it answers with an error observation."""
+
+    def reset(self) -> str:
+        raise NotImplementedError
+
+    def step(self, action: str) -> StepResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the episode holds (called once the episode is over, however it ended)."""
+
+
+class MultiTurnTask(Task):
+    """Base class of multi-turn tasks: an environment per prompt, plus the episode caps.
+
+    The return of an episode is the sum of its step rewards. Caps (set by the task's config):
+    `max_turns` policy turns, `max_turn_tokens` generated tokens per turn (None: the rollout's
+    `max_new_tokens`), `max_total_tokens` tokens after the first observation (policy and
+    environment tokens together). An episode that hits a cap before `done` is truncated and
+    keeps the rewards it earned so far.
+    """
+
+    max_turns: int = 4
+    max_turn_tokens: int | None = None
+    max_total_tokens: int = 512
+
+    def make_env(self, prompt: Prompt) -> Environment:
+        raise NotImplementedError
+
+
+# The end-of-turn token as text: the character tokenizer's EOS (rlx.models.SPECIAL_TOKENS[2]),
+# which its tokenizer parses back to the single EOS token. Multi-turn warm-start contexts use it
+# between a policy turn and the next observation, exactly where the rollout driver keeps the EOS.
+TURN_END = "<eos>"
+
+
+def episode_warmstart_pairs(first_observation: str, turns: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Supervised (context, action) pairs of one episode, one per policy turn.
+
+    turns = [(action_1, observation_1), ..., (action_n, observation_n)] (the last observation
+    is ignored). context_k = first_observation + sum_{j<k} (action_j + TURN_END + observation_j),
+    the text whose tokens the rollout driver feeds the policy before its k-th turn.
+    """
+    pairs, context = [], first_observation
+    for action, observation in turns:
+        pairs.append((context, action))
+        context = context + action + TURN_END + observation
+    return pairs
+
+
+def is_multi_turn(task: Any) -> bool:
+    return isinstance(task, MultiTurnTask)
+
+
 @dataclass
 class RewardStats:
     """Counts of reward-function failures, reset once per iteration by the trainer."""
 
     errors: int = 0
     first_error: str | None = None
+
+    def record(self, task_name: str, exc: BaseException, count: int = 1) -> None:
+        """Count `count` failed samples; log the first failure of the iteration as a warning."""
+        self.errors += count
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"
+            log.warning("reward function of task %r failed (sample scored 0): %s", task_name, self.first_error)
+
+
+def as_reward(value: Any) -> float:
+    """value as a finite float. Accepts real numbers (int, float, bool, numpy scalars, 0-d
+    tensors: anything with __float__ but text); raises TypeError for text, None and other
+    non-numbers, ValueError for nan/inf."""
+    if isinstance(value, (str, bytes)) or not (isinstance(value, Real) or hasattr(value, "__float__")):
+        raise TypeError(f"reward is not a number: {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"reward is not finite: {number}")
+    return number
 
 
 def safe_rewards(
@@ -69,19 +177,39 @@ def safe_rewards(
     """Score each (prompt, completion); a reward that raises or is not a finite number scores 0.
 
     Every failure is counted in `stats` (and the first one logged once) so a broken reward
-    function shows up in the metrics instead of killing a long run.
+    function shows up in the metrics instead of killing a long run. A `batched` task is called
+    once for the whole batch: if that call raises or returns the wrong number of rewards, every
+    sample scores 0 and counts as a failure; a single bad element scores 0 on its own.
     """
+    if getattr(task, "batched", False):
+        return _safe_batched_rewards(task, prompts, completions, stats)
     rewards = []
     for prompt, completion in zip(prompts, completions, strict=True):
         try:
-            value = float(task.reward(prompt, completion))
-            if not math.isfinite(value):
-                raise ValueError(f"reward is not finite: {value}")
+            value = as_reward(task.reward(prompt, completion))
         except Exception as exc:  # noqa: BLE001 - any user reward failure must not crash the run
             value = 0.0
-            stats.errors += 1
-            if stats.first_error is None:
-                stats.first_error = f"{type(exc).__name__}: {exc}"
-                log.warning("reward function of task %r failed (sample scored 0): %s", task.name, stats.first_error)
+            stats.record(task.name, exc)
         rewards.append(value)
+    return rewards
+
+
+def _safe_batched_rewards(task, prompts: Sequence[Prompt], completions: Sequence[str],
+                          stats: RewardStats) -> list[float]:
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    try:
+        values = list(task.reward_batch(prompts, completions))
+        if len(values) != len(prompts):
+            raise ValueError(f"batched reward returned {len(values)} values for {len(prompts)} samples")
+    except Exception as exc:  # noqa: BLE001
+        stats.record(task.name, exc, count=len(prompts))
+        return [0.0] * len(prompts)
+    rewards = []
+    for value in values:
+        try:
+            rewards.append(as_reward(value))
+        except Exception as exc:  # noqa: BLE001
+            stats.record(task.name, exc)
+            rewards.append(0.0)
     return rewards
