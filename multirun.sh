@@ -3,15 +3,16 @@
 #   ./multirun.sh <name> [extra Hydra overrides]
 #   ./multirun.sh demo        # grpo vs repo_r vs rloo, one seed, then the comparison table (< 10 min)
 #   ./multirun.sh paper       # {rloo,grpo,loop,dapo,gspo,repo_r,repo_r_published,repo_d,adapo} x 3 seeds, then compare
+#   ./multirun.sh precision   # {dapo,grpo,repo_r} x {fp32,bf16,bf16_fp32_logprobs} x 3 seeds, then compare
 #   ./multirun.sh smoke       # 5 algorithms x 2 seeds, 5 iterations each
 #   ./multirun.sh algorithms trainer.max_steps=100
 # Compare any finished sweep:  .venv/bin/rlx-compare --sweep-id <the printed id>
 set -euo pipefail
 cd "$(dirname "$0")"
-known="demo paper smoke algorithms"
+known="demo paper precision smoke algorithms"
 name="${1:-}"
 if [ -z "$name" ]; then
-  sed -n '2,8p' "$0"; echo "sweeps: $known"; exit 2
+  sed -n '2,9p' "$0"; echo "sweeps: $known"; exit 2
 fi
 shift
 RLX_TRAIN="${RLX_TRAIN:-.venv/bin/rlx-train}"      # command lines (may contain spaces)
@@ -23,6 +24,8 @@ case "$name" in
     args=(algorithm=grpo,repo_r,rloo seed=0); compare=true ;;
   paper)
     args=(algorithm=rloo,grpo,loop,dapo,gspo,repo_r,repo_r_published,repo_d,adapo seed=0,1,2); compare=true ;;
+  precision)
+    args=(algorithm=dapo,grpo,repo_r precision=fp32,bf16,bf16_fp32_logprobs seed=0,1,2); compare=true ;;
   smoke)
     args=(algorithm=grpo,rloo,dapo,repo_r,adapo seed=0,1 trainer.max_steps=5 eval_every=5) ;;
   algorithms)
