@@ -227,6 +227,10 @@ def load_smollm2(model_cfg: Any, cache_root: str | Path):
     if not (out_dir / "config.json").exists():
         print(f"smollm2: dequantising {gguf.name} to fp32 once; cached at {out_dir}")
         model, tokenizer = load_causal_lm(str(gguf.parent), dtype="float32", gguf_file=gguf.name)
+        # the weights are already dequantised to fp32; drop the GGUF marker so they save as a plain checkpoint
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
