@@ -3,6 +3,8 @@ a clear error, never a download), chat templates, and the model presets."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -105,3 +107,18 @@ def test_chat_template_applied_only_when_the_tokenizer_has_one(saved_model):
     ids, _ = encode_prompts(tokenizer, [fmt("T=17:"), "T=17:"])
     assert ids[0].tolist().count(tokenizer.bos_token_id) == 1
     assert ids[1].tolist().count(tokenizer.bos_token_id) == 1
+
+
+def test_vllm_rollout_fails_before_any_model_when_vllm_or_a_gpu_is_absent(make_config, tmp_path):
+    from rlx.rollout.vllm import check_vllm
+    from rlx.train import train
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are both here: nothing is absent")
+    cfg = make_config("rollout=vllm", f"cache_dir={tmp_path}")
+    assert cfg.rollout.backend == "vllm" and cfg.rollout.max_new_tokens == 12  # extends rollout=hf
+    with pytest.raises(ConfigError, match="rollout=vllm: (vLLM is not installed|vLLM needs a CUDA GPU)"):
+        train(cfg)
+    assert not list(tmp_path.iterdir())  # failed before any warm-start or model load
+    with pytest.raises(RuntimeError, match="rollout=hf"):
+        check_vllm("gpu")
