@@ -498,13 +498,21 @@ class RLModule(L.LightningModule):
             summed = self.all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device))
             totals = dict(zip(keys, summed.tolist()))
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.cfg.optim.grad_clip)
+        grad_norm = self.clip_grad_norm(trainable)
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             return None
         totals["grad_norm"] = float(grad_norm)
         optimizer.step()
         return totals
+
+    def clip_grad_norm(self, params) -> torch.Tensor:
+        """Clip the gradient norm to optim.grad_clip and return it; under FSDP each rank holds a shard
+        of the gradients, so the norm is the wrapped model's global one."""
+        wrapped = self._trainer.strategy.model if self._trainer is not None else None
+        if type(wrapped).__name__ == "FullyShardedDataParallel":
+            return wrapped.clip_grad_norm_(self.cfg.optim.grad_clip)
+        return torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
 
     def activation_offload(self):
         """trainer.activation_offload: keep the activations saved for backward in (pinned) CPU memory."""
