@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -140,6 +141,12 @@ def validate_trainer(cfg: DictConfig) -> None:
     if cfg.task.prompts_per_step % world:
         raise ConfigError(f"task.prompts_per_step={cfg.task.prompts_per_step}: must be divisible by the number "
                           f"of processes (trainer.devices x trainer.num_nodes = {world}); each rank samples whole groups")
+    launched_externally = any(key in os.environ for key in ("RANK", "SLURM_PROCID"))  # torchrun / srun
+    if world > 1 and not launched_externally and HydraConfig.initialized() and \
+            HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(f"trainer.devices x trainer.num_nodes = {world} inside a --multirun job: Lightning would "
+                          "start the ranks from the sweep's own process tree; use hydra/launcher=slurm (one task per "
+                          "device, ranks from SLURM) or run each job with torchrun --nproc-per-node")
     if cfg.rollout.get("backend", "hf") == "vllm":
         from rlx.rollout.vllm import check_vllm
 

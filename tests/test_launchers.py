@@ -101,3 +101,17 @@ def test_joblib_multirun_jobs_are_separate_processes_and_mlflow_runs(tmp_path, c
     assert {r.data.tags["sweep_id"] for r in runs} == {"joblib-test"}
     assert all(r.info.status == "FINISHED" for r in runs)
     assert sorted(p.name for p in Path(tmp_path / "sweep").iterdir() if p.name.isdigit()) == ["0", "1"]
+
+
+def test_ddp_inside_a_multirun_job_is_refused_before_any_model(tmp_path):
+    """Lightning must not start ranks from the sweep's process tree: DDP in a sweep goes through the
+    SLURM launcher (ranks from srun) or torchrun per job."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "SLURM_PROCID", "LOCAL_RANK")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rlx.train", "--multirun", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+         f"cache_dir={tmp_path}/cache", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+         f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert "inside a --multirun job" in result.stderr and "hydra/launcher=slurm" in result.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "mlflow.db").exists()
