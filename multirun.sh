@@ -17,7 +17,7 @@ fi
 shift
 RLX_TRAIN="${RLX_TRAIN:-.venv/bin/rlx-train}"      # command lines (may contain spaces)
 RLX_COMPARE="${RLX_COMPARE:-.venv/bin/rlx-compare}"
-sweep_id="${name}-$(date +%Y%m%d-%H%M%S)"
+sweep_id="${RLX_SWEEP_ID:-${name}-$(date +%Y%m%d-%H%M%S)}"  # RLX_SWEEP_ID: join runs launched separately
 compare=false
 case "$name" in
   demo)
