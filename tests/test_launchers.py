@@ -115,3 +115,16 @@ def test_ddp_inside_a_multirun_job_is_refused_before_any_model(tmp_path):
     assert result.returncode == 2
     assert "inside a --multirun job" in result.stderr and "hydra/launcher=slurm" in result.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["trainer.strategy=dpp"], "trainer.strategy"),
+    (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], "task.prompts_per_step"),
+])
+def test_bad_trainer_values_fail_before_any_model(make_config, tmp_path, overrides, key):
+    from rlx.config import ConfigError
+    from rlx.train import train
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(make_config(*overrides, f"cache_dir={tmp_path}"))
+    assert not list(tmp_path.iterdir())
