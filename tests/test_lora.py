@@ -106,3 +106,15 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_config):
         grads.append([p.grad.clone() for p in module.policy.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_activation_offload_gives_the_same_update(make_config):
+    """trainer.activation_offload keeps saved activations on the CPU; the update is unchanged."""
+    results = []
+    for offload in ("false", "true"):
+        module, _ = lora_module(make_config("algorithm=grpo", "monitor.kl_ref=false",
+                                            f"trainer.activation_offload={offload}"))
+        one_update(module)
+        results.append([p.detach().clone() for p in module.policy.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
