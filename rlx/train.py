@@ -48,9 +48,17 @@ def quiet_libraries() -> None:
 
 
 def instantiate_task(task_cfg: DictConfig):
-    """The task object from task._target_, without the trainer-side keys."""
+    """The task object from task._target_, without the trainer-side keys. A task constructor's
+    ConfigError (bad path, missing package) comes out as itself, not wrapped by Hydra."""
+    from hydra.errors import InstantiationException
+
     ctor = {k: v for k, v in OmegaConf.to_container(task_cfg, resolve=True).items() if k not in TRAINER_TASK_KEYS}
-    return hydra.utils.instantiate(ctor)
+    try:
+        return hydra.utils.instantiate(ctor)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
 
 
 def task_identity(task_cfg: DictConfig) -> dict:
@@ -160,8 +168,17 @@ def validate_trainer(cfg: DictConfig) -> None:
             raise ConfigError(str(exc)) from exc
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one RL experiment and return its last metrics (plus summaries)."""
+def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_cfg: DictConfig | None = None,
+          extra_tags: dict[str, str] | None = None) -> dict[str, float]:
+    """Run one RL experiment and return its last metrics (plus summaries).
+
+    experiment=sequential (a `sequential` node) runs two phases instead (rlx.sequential), which
+    call back here with init_checkpoint (start from that checkpoint's policy weights),
+    base_task_cfg (the task whose base policy gives architecture and tokenizer) and extra_tags."""
+    if cfg.get("sequential") is not None:
+        from rlx.sequential import run_sequential
+
+        return run_sequential(cfg)
     validate(cfg)
     try:
         validate_model_cfg(cfg.model)
@@ -178,13 +195,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run_id = checkpoint_run_id(ckpt_path)
 
     task = instantiate_task(cfg.task)
-    policy, tokenizer, base_dir = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart,
+    base_cfg = cfg.task if base_task_cfg is None else base_task_cfg
+    base_task = task if base_task_cfg is None else instantiate_task(base_task_cfg)
+    policy, tokenizer, base_dir = base_policy(base_task, task_identity(base_cfg), cfg.model, base_cfg.warmstart,
                                               cfg.cache_dir)
     policy = prepare_policy(policy, tokenizer, cfg.model, cfg.trainer)  # LoRA adapters, gradient checkpointing
+    if init_checkpoint is not None:
+        from rlx.eval import load_policy_weights
+
+        load_policy_weights(policy, init_checkpoint)
     # Only rank 0 talks to MLflow (even opening the store writes to it); the rank comes from the
     # launcher's environment (RANK / LOCAL_RANK / SLURM_PROCID) before torch.distributed starts.
     rank_zero = rank_zero_only.rank == 0
-    logger = make_logger(cfg, run_tags(cfg, sweep_id_of(cfg)), run_id=run_id) if rank_zero else None
+    tags = {**run_tags(cfg, sweep_id_of(cfg)), **(extra_tags or {})}
+    logger = make_logger(cfg, tags, run_id=run_id) if rank_zero else None
     if ckpt_path is None and logger is not None:
         log_run_files(logger, cfg, base_dir)
     engine = None

@@ -193,8 +193,8 @@ def run_episodes(model, tokenizer, task: MultiTurnTask, prompts: Sequence[Prompt
     """Play `group_size` episodes per prompt to the end (or a cap) and pack them as a RolloutBatch.
 
     Per-turn cap: task.max_turn_tokens, or max_new_tokens when the task leaves it None.
-    extras: "episode_rewards" (list of returns), "turns" (policy turns per episode),
-    "transcripts" (observations and actions as text), "episode_stats" (batch means).
+    extras: "episode_rewards" (list of returns), "turns" (policy turns per episode), "actions"
+    (each episode's turns as text; `completions` joins them with newlines), "transcripts" (observations and actions as text), "episode_stats" (batch means).
     """
     stats = stats if stats is not None else RewardStats()
     turn_tokens = int(task.max_turn_tokens or max_new_tokens)
@@ -232,6 +232,7 @@ def pack_episodes(episodes: Sequence[Episode], tokenizer, n_prompts: int, group_
         extras={
             "episode_rewards": [e.reward for e in episodes],
             "turns": [len(e.actions) for e in episodes],
+            "actions": [list(e.actions) for e in episodes],
             "transcripts": [transcript(e) for e in episodes],
             "episode_stats": {
                 "turns_mean": float(sum(len(e.actions) for e in episodes) / max(1, len(episodes))),
