@@ -90,9 +90,10 @@ def test_joblib_multirun_jobs_are_separate_processes_and_mlflow_runs(tmp_path, c
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=debug"])
     base_policy(instantiate_task(cfg.task), task_identity(cfg.task), cfg.model, cfg.task.warmstart, cache_dir)
-    # create the sqlite store first: parallel jobs that both find no store race on its schema migration
+    # create the sqlite store and the experiment first, as an earlier run would have: parallel jobs
+    # that both find no store (or no experiment) race to create it
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    client.search_experiments()
+    client.create_experiment("expression", artifact_location=(tmp_path / "artifacts").as_uri())
     cli("--multirun", "hydra/launcher=local_parallel", "experiment=debug", "trainer.max_steps=1",
         "trainer.num_threads=1", "eval.samples_per_prompt=1", "eval.k=[1]", "seed=0,1", "sweep_id=joblib-test",
         f"cache_dir={cache_dir}", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
