@@ -5,14 +5,15 @@
 #   ./multirun.sh paper       # {rloo,grpo,loop,dapo,gspo,repo_r,repo_r_published,repo_d,adapo} x 3 seeds, then compare
 #   ./multirun.sh precision   # {dapo,grpo,repo_r} x {fp32,bf16,bf16_fp32_logprobs} x 3 seeds, then compare
 #   ./multirun.sh smoke       # 5 algorithms x 2 seeds, 5 iterations each
+#   ./multirun.sh sequential  # {grpo,dapo,repo_r,adapo,rloo}: task A, then task B from A's checkpoint; trainability table
 #   ./multirun.sh algorithms trainer.max_steps=100
 # Compare any finished sweep:  .venv/bin/rlx-compare --sweep-id <the printed id>
 set -euo pipefail
 cd "$(dirname "$0")"
-known="demo paper precision smoke algorithms"
+known="demo paper precision smoke algorithms sequential"
 name="${1:-}"
 if [ -z "$name" ]; then
-  sed -n '2,9p' "$0"; echo "sweeps: $known"; exit 2
+  sed -n '2,10p' "$0"; echo "sweeps: $known"; exit 2
 fi
 shift
 RLX_TRAIN="${RLX_TRAIN:-.venv/bin/rlx-train}"      # command lines (may contain spaces)
@@ -30,6 +31,8 @@ case "$name" in
     args=(algorithm=grpo,rloo,dapo,repo_r,adapo seed=0,1 trainer.max_steps=5 eval_every=5) ;;
   algorithms)
     args=(algorithm=grpo,rloo,dapo,repo_r,adapo seed=0,1,2) ;;
+  sequential)
+    args=(experiment=sequential algorithm=grpo,dapo,repo_r,adapo,rloo seed=0) ;;
   *)
     echo "multirun.sh: unknown sweep '$name' (known: $known)" >&2; exit 2 ;;
 esac
@@ -44,5 +47,8 @@ echo "sweep $sweep_id: ${args[*]} $*"
 $RLX_TRAIN --multirun "${args[@]}" "sweep_id=$sweep_id" "$@"
 if $compare; then
   $RLX_COMPARE --tracking-uri "$tracking_uri" --sweep-id "$sweep_id" --k 1 4 16 --out "outputs/compare/$sweep_id"
+fi
+if [ "$name" = sequential ]; then  # phase-B trainability per algorithm, from the parent runs
+  ${RLX_PYTHON:-.venv/bin/python} -m rlx.sequential --tracking-uri "$tracking_uri" --sweep-id "$sweep_id"
 fi
 echo "sweep $sweep_id done; compare again: .venv/bin/rlx-compare --tracking-uri $tracking_uri --sweep-id $sweep_id"

@@ -168,3 +168,56 @@ def run_sequential(cfg: DictConfig) -> dict[str, float]:
         raise
     print("sequential: phase-B trainability " + ", ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in summary.items()))
     return {**final_b, **summary}
+
+
+# ----------------------------------------------------------------------------------- sweep table
+SUMMARY_COLUMNS = ("b_reward_start", "b_reward_gain", "b_reward_auc", "b_reward_auc_gain",
+                   "b_eval_train_pass_at_1_gain", "a_entropy_change_pct", "b_entropy_change_pct")
+
+
+def summary_table(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
+    """A Markdown table: one line per algorithm, each column the mean over its runs (seeds)."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for algorithm, metrics in rows:
+        groups.setdefault(algorithm, []).append(metrics)
+    lines = ["| algorithm | runs | " + " | ".join(SUMMARY_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
+    for algorithm in sorted(groups):
+        cells = []
+        for column in SUMMARY_COLUMNS:
+            values = [m[f"sequential/{column}"] for m in groups[algorithm] if f"sequential/{column}" in m]
+            cells.append(f"{sum(values) / len(values):+.3f}" if values else "-")
+        lines.append(f"| {algorithm} | {len(groups[algorithm])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m rlx.sequential --sweep-id ID [--tracking-uri URI] [--experiment NAME]: the phase-B
+    trainability table of a finished sequential sweep (its parent runs)."""
+    import argparse
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    parser = argparse.ArgumentParser(prog="python -m rlx.sequential", description=main.__doc__)
+    parser.add_argument("--sweep-id", required=True)
+    parser.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
+    parser.add_argument("--experiment", default="sequential")
+    args = parser.parse_args(argv)
+    client = MlflowClient(args.tracking_uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        print(f"no experiment {args.experiment!r} in {args.tracking_uri}", file=sys.stderr)
+        sys.exit(1)
+    parents = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{args.sweep_id}' and "
+                                                             f"tags.{PHASE_TAG} = 'parent'")
+    if not parents:
+        print(f"no sequential runs with sweep_id {args.sweep_id!r}", file=sys.stderr)
+        sys.exit(1)
+    rows = [(r.data.tags.get("algorithm", "?"), r.data.metrics) for r in parents if r.info.status == "FINISHED"]
+    print(f"phase-B trainability, sweep {args.sweep_id} ({len(rows)} finished of {len(parents)} runs):")
+    print(summary_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -63,7 +63,7 @@ def test_parse_malformed_raises_protocol_error(text):
 # ------------------------------------------------------------------------------- tools
 def test_reads_leave_the_state_alone():
     state = world()
-    assert call_tool(state, "contacts.find", {"name": "ann"}) == {"name": "ann", "phone": "417", "city": "oslo"}
+    assert call_tool(state, "contacts.find", {"name": "ann"}) == {"phone": "417", "city": "oslo"}
     assert call_tool(state, "calendar.list", {"day": 3}) == [{"id": 1, "title": "gym", "with": "bo"}]
     assert call_tool(state, "calendar.list", {"day": 4}) == []
     assert call_tool(state, "notes.search", {"q": "mil"}) == [{"id": 1, "text": "milk"}]
@@ -121,7 +121,7 @@ def test_malformed_and_refused_calls_give_error_observations_and_the_episode_goe
         assert not result.done and result.reward == 0.0
         assert result.observation.startswith('{"error":') and result.observation.endswith("\n")
     result = env.step('{"tool":"contacts.find","args":{"name":"ann"}}')
-    assert result.observation == '{"name":"ann","phone":"417","city":"oslo"}\n' and not result.done
+    assert result.observation == '{"phone":"417","city":"oslo"}\n' and not result.done
     result = env.step('{"answer":"417"}')
     assert result.done and result.reward == 1.0 and result.info["checks"] == [True, True]
 

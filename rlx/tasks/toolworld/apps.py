@@ -60,7 +60,7 @@ def contacts_find(state, name: str) -> dict:
     contact = state["contacts"].get(name)
     if contact is None:
         raise ToolError(f"no contact {name}")
-    return {"name": name, **contact}
+    return dict(contact)
 
 
 def calendar_list(state, day: int) -> list:
