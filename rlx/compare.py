@@ -86,10 +86,13 @@ def table_columns(pass_ks: list[int]) -> list[Column]:
     cols = [Column("pass_at_1", "pass@1", PASS_AT_1, "final", ".3f")]
     cols += [
         Column(f"pass_at_k_{k}", f"pass@{k}", f"{PASS_AT_K_PREFIX}{k}", "final", ".3f")
-        for k in pass_ks
+        for k in pass_ks if k != 1  # pass@1 is its own column
     ]
     cols += [
         Column("distinct_correct", "distinct correct", "eval/distinct_correct", "final", ".2f"),
+        # the same on the training prompts (eval_train/), where diversity collapse shows first
+        Column("train_pass_at_1", "train pass@1", "eval_train/pass_at_1", "final", ".3f"),
+        Column("train_distinct_correct", "train distinct", "eval_train/distinct_correct", "final", ".2f"),
         Column("entropy_change_pct", "entropy chg %", "train/entropy_change_pct", "final", ".1f"),
         Column("entropy_cumulative", "cum. entropy", "train/entropy_cumulative", "final", ".2f"),
         Column("zeta", "zeta", "control/zeta", "final", ".3g"),
