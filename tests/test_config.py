@@ -75,7 +75,7 @@ def test_bad_values_fail_naming_the_key(make_config, overrides, key):
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlx.train", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+                          timeout=600)
 
 
 def test_cli_prints_composed_config(tmp_path):
