@@ -17,6 +17,7 @@ N = min(sequential.gain_after, iterations run), w = sequential.window):
     sequential/b_reward_auc_gain  b_reward_auc - b_reward_start           (area above the start)
     sequential/b_eval_train_pass_at_1_gain, sequential/b_eval_pass_at_1_gain
                                   last minus first evaluation of phase B
+    sequential/b_distinct_correct_end  distinct correct answers per training prompt at B's last evaluation
     sequential/a_entropy_change_pct, sequential/b_entropy_change_pct   each phase's final entropy change
 """
 
@@ -113,6 +114,9 @@ def phase_summary(client, run_a, run_b, n: int, window: int) -> dict[str, float]
     out = trainability(rewards, n, window)
     for split in ("eval_train", "eval"):
         out[f"b_{split}_pass_at_1_gain"] = first_last_gain(history(client, run_b.info.run_id, f"{split}/pass_at_1"))
+    distinct = sorted(history(client, run_b.info.run_id, "eval_train/distinct_correct"))
+    if distinct:
+        out["b_distinct_correct_end"] = distinct[-1][1]
     for phase, run in (("a", run_a), ("b", run_b)):
         change = run.data.metrics.get("train/entropy_change_pct")
         if change is not None:
@@ -172,7 +176,8 @@ def run_sequential(cfg: DictConfig) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------- sweep table
 SUMMARY_COLUMNS = ("b_reward_start", "b_reward_gain", "b_reward_auc", "b_reward_auc_gain",
-                   "b_eval_train_pass_at_1_gain", "a_entropy_change_pct", "b_entropy_change_pct")
+                   "b_eval_train_pass_at_1_gain", "b_distinct_correct_end", "a_entropy_change_pct",
+                   "b_entropy_change_pct")
 
 
 def summary_table(rows: Sequence[tuple[str, dict[str, float]]]) -> str:

@@ -194,3 +194,29 @@ def test_helpers():
     assert cut_turn([5, 6, 7], eos_id=2, budget=2) == ([5, 6], False)
     ids, mask = left_pad([[1, 2], [3]], pad_id=0)
     assert ids.tolist() == [[1, 2], [0, 3]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+@pytest.mark.slow
+def test_toolworld_trains_end_to_end(make_config, store):
+    """The real trainer on the tool world: multi-turn rollouts, masked loss, MLflow metrics."""
+    import math
+
+    from mlflow.tracking import MlflowClient
+
+    from rlx.train import train
+
+    cfg = make_config("task=toolworld", "algorithm=grpo", "task.n_train=16", "task.n_eval=4", "task.eval_train_size=4",
+                      "task.max_turns=2", "task.max_turn_tokens=24", "task.warmstart.steps=30",
+                      "task.warmstart.batch_size=16",
+                      "eval.samples_per_prompt=2", "eval.k=[1,2]", "run_name=toolworld-e2e")
+    final = train(cfg)
+    assert math.isfinite(final["train/entropy"]) and final["train/optimizer_steps"] > 0
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("toolworld").experiment_id],
+                             "attributes.run_name = 'toolworld-e2e'")[0]
+    assert run.info.status == "FINISHED"
+    for key in ("train/reward_mean", "train/turns_mean", "train/env_token_frac", "train/truncated_frac",
+                "train/entropy", "train/response_length"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
+    assert 0 <= run.data.metrics["train/env_token_frac"] < 1
+    assert {"eval/pass_at_1", "eval/pass_at_k/2", "eval_train/reward_mean"} <= set(run.data.metrics)

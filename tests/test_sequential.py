@@ -63,7 +63,8 @@ def test_sequential_run_produces_both_phases_under_one_parent(make_config, store
     assert a.data.params["task.train_targets"] == "[5, 30]" and b.data.params["task.train_targets"] == "[31, 40]"
     assert b.data.tags["base_policy"] == a.data.tags["base_policy"]  # phase B builds on A's base, no new warm-start
     for key in ("sequential/b_reward_gain", "sequential/b_reward_auc", "sequential/b_reward_start",
-                "sequential/a_entropy_change_pct", "sequential/b_eval_train_pass_at_1_gain"):
+                "sequential/a_entropy_change_pct", "sequential/b_eval_train_pass_at_1_gain",
+                "sequential/b_distinct_correct_end"):
         assert key in parent.data.metrics, key
     rewards = sorted(client.get_metric_history(b.info.run_id, "train/reward_mean"), key=lambda m: m.step)
     assert parent.data.metrics["sequential/b_reward_gain"] == pytest.approx(rewards[1].value - rewards[0].value)
@@ -76,3 +77,13 @@ def test_sequential_run_produces_both_phases_under_one_parent(make_config, store
     base, _ = load_pretrained(a.data.tags["base_policy"])
     a_weights = policy_state(ckpt_a)
     assert any(not torch.equal(a_weights[k], v) for k, v in base.state_dict().items() if k in a_weights)
+
+
+def test_summary_table_means_per_algorithm():
+    from rlx.sequential import summary_table
+
+    rows = [("grpo", {"sequential/b_reward_gain": 0.2}), ("grpo", {"sequential/b_reward_gain": 0.4}),
+            ("repo_r", {"sequential/b_reward_gain": 0.5, "sequential/b_reward_auc": 0.7})]
+    table = summary_table(rows).splitlines()
+    assert table[0].startswith("| algorithm | runs | b_reward_start | b_reward_gain |")
+    assert table[2].startswith("| grpo | 2 | - | +0.300 |") and table[3].startswith("| repo_r | 1 | - | +0.500 | +0.700 |")
