@@ -220,3 +220,19 @@ def test_toolworld_trains_end_to_end(make_config, store):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
     assert 0 <= run.data.metrics["train/env_token_frac"] < 1
     assert {"eval/pass_at_1", "eval/pass_at_k/2", "eval_train/reward_mean"} <= set(run.data.metrics)
+
+
+def test_packed_log_probs_are_the_policy_s_own(model_and_tokenizer):
+    """Every policy token's log-prob in the packed batch equals log pi(token | unpadded prefix)
+    from a plain forward: the loss trains exactly the distribution that sampled the turn."""
+    model, tokenizer = model_and_tokenizer
+    batch = play(model_and_tokenizer, CounterTask(turns=3, max_turn_tokens=12), n_prompts=1, group=3, seed=2)
+    packed = response_token_stats(model, batch, temperature=1.0, chunk_size=1024, with_entropy=False).logprobs
+    for i in range(len(batch.completions)):
+        ids = batch.input_ids[i][batch.attention_mask[i].bool()]
+        prompt_len = int(batch.attention_mask[i, : batch.prompt_length].sum())
+        with torch.no_grad():
+            logits = model(input_ids=ids[None]).logits[0].float().log_softmax(-1)
+        for t in torch.nonzero(batch.response_mask[i]).flatten().tolist():
+            position = prompt_len + t
+            assert float(packed[i, t]) == pytest.approx(float(logits[position - 1, ids[position]]), abs=1e-4)

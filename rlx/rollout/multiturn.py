@@ -125,7 +125,7 @@ def env_step(episode: Episode, action: str, task_name: str, stats: RewardStats):
         reward = as_reward(result.reward)
         return result.observation, reward, bool(result.done)
     except Exception as exc:  # noqa: BLE001 - a broken environment must not kill a long run
-        stats.record(task_name, exc)
+        stats.record(task_name, exc, source="environment")
         episode.env_errors += 1
         return ERROR_OBSERVATION, 0.0, True
 
@@ -137,7 +137,7 @@ def close_env(episode: Episode, task_name: str, stats: RewardStats) -> None:
     try:
         episode.env.close()
     except Exception as exc:  # noqa: BLE001
-        stats.record(task_name, exc)
+        stats.record(task_name, exc, source="environment")
 
 
 def start_episodes(task: MultiTurnTask, tokenizer, prompts: Sequence[Prompt], group_size: int,
@@ -150,7 +150,7 @@ def start_episodes(task: MultiTurnTask, tokenizer, prompts: Sequence[Prompt], gr
             try:
                 first = env.reset()
             except Exception as exc:  # noqa: BLE001
-                stats.record(task.name, exc)
+                stats.record(task.name, exc, source="environment")
                 first, env = prompt.text, None
             episode = Episode(prompt_ids(tokenizer, first), env)
             if env is None:

@@ -151,12 +151,12 @@ class RewardStats:
     errors: int = 0
     first_error: str | None = None
 
-    def record(self, task_name: str, exc: BaseException, count: int = 1) -> None:
+    def record(self, task_name: str, exc: BaseException, count: int = 1, source: str = "reward function") -> None:
         """Count `count` failed samples; log the first failure of the iteration as a warning."""
         self.errors += count
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"
-            log.warning("reward function of task %r failed (sample scored 0): %s", task_name, self.first_error)
+            log.warning("%s of task %r failed (sample scored 0): %s", source, task_name, self.first_error)
 
 
 def as_reward(value: Any) -> float:

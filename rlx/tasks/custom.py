@@ -34,20 +34,15 @@ from rlx.tasks.base import Prompt, SingleTurnTask
 from rlx.tasks.datafiles import derive_alphabet, import_callable, load_rows, require_field, split_rows
 
 
-def rows_to_prompts(rows: Sequence[dict[str, Any]], split: str) -> list[Prompt]:
-    """Prompt(text=row["prompt"], info=every other field of the row)."""
-    return [Prompt(row["prompt"], {**{k: v for k, v in row.items() if k != "prompt"}, "split": split}) for row in rows]
+def rows_to_prompts(rows: Sequence[dict[str, Any]]) -> list[Prompt]:
+    """Prompt(text=row["prompt"], info=every other field of the row, exactly as in the file)."""
+    return [Prompt(row["prompt"], {k: v for k, v in row.items() if k != "prompt"}) for row in rows]
 
 
 def batched_info(prompts: Sequence[Prompt]) -> dict[str, list[Any]]:
-    """Column-wise info for a batched reward: {field: [value or None per prompt]} (without the
-    rlx-internal `split`)."""
-    fields = sorted({k for p in prompts for k in p.info if k != "split"})
+    """Column-wise info for a batched reward: {field: [value or None per prompt]}."""
+    fields = sorted({k for p in prompts for k in p.info})
     return {f: [p.info.get(f) for p in prompts] for f in fields}
-
-
-def row_info(prompt: Prompt) -> dict[str, Any]:
-    return {k: v for k, v in prompt.info.items() if k != "split"}
 
 
 class CustomTask(SingleTurnTask):
@@ -73,8 +68,8 @@ class CustomTask(SingleTurnTask):
             train_rows, eval_rows = split_rows(rows, eval_fraction, seed)
         if not train_rows:
             raise ConfigError(f"task.prompts={prompts!r}: no training rows")
-        self._train = rows_to_prompts(train_rows, "train")
-        self._eval = rows_to_prompts(eval_rows, "heldout")
+        self._train = rows_to_prompts(train_rows)
+        self._eval = rows_to_prompts(eval_rows)
         self.eval_size = eval_size
         self._warmstart = self._warmstart_pairs(warmstart_file)
         self._alphabet = alphabet or derive_alphabet(
@@ -101,7 +96,7 @@ class CustomTask(SingleTurnTask):
         return self._alphabet
 
     def reward(self, prompt: Prompt, completion: str) -> Any:
-        return self.fn(prompt.text, completion, **row_info(prompt))
+        return self.fn(prompt.text, completion, **prompt.info)
 
     def reward_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> Any:
         return self.fn([p.text for p in prompts], list(completions), **batched_info(prompts))
