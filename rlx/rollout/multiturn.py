@@ -146,8 +146,8 @@ def start_episodes(task: MultiTurnTask, tokenizer, prompts: Sequence[Prompt], gr
     episodes = []
     for prompt in prompts:
         for _ in range(group_size):
-            env = task.make_env(prompt)
             try:
+                env = task.make_env(prompt)
                 first = env.reset()
             except Exception as exc:  # noqa: BLE001
                 stats.record(task.name, exc, source="environment")
@@ -194,7 +194,8 @@ def run_episodes(model, tokenizer, task: MultiTurnTask, prompts: Sequence[Prompt
 
     Per-turn cap: task.max_turn_tokens, or max_new_tokens when the task leaves it None.
     extras: "episode_rewards" (list of returns), "turns" (policy turns per episode), "actions"
-    (each episode's turns as text; `completions` joins them with newlines), "transcripts" (observations and actions as text), "episode_stats" (batch means).
+    (each episode's turns as text; `completions` joins them with newlines), "transcripts"
+    (observations and actions as text), "episode_stats" (batch means).
     """
     stats = stats if stats is not None else RewardStats()
     turn_tokens = int(task.max_turn_tokens or max_new_tokens)
