@@ -158,7 +158,7 @@ def test_rows_without_prompt_are_refused(data):
 @pytest.mark.slow
 def test_custom_task_trains_end_to_end(data, make_config, store):
     cfg = make_config("task=custom", "task.reward_fn=userrewards:picky", "task.prompts=prompts.jsonl",
-                      "task.warmstart.steps=60", "run_name=custom-e2e")
+                      "task.warmstart.steps=60", "task.warmstart.batch_size=32", "run_name=custom-e2e")
     final = train(cfg)
     assert math.isfinite(final["train/entropy"])
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
