@@ -130,13 +130,17 @@ def test_reward_is_the_fraction_of_checks_passed():
     env = ToolWorldEnv(task("buy", {"item": "pen", "qty": 2}))
     env.reset()
     env.step('{"tool":"shop.buy","args":{"item":"pen","qty":1}}')  # wrong quantity: balance and order wrong
-    assert env.step('{"answer":"ok"}').reward == pytest.approx(1 / 3)
+    assert env.step('{"answer":"ok"}').reward == 0.0  # the guard alone ("nothing else changed") earns nothing
+    env.reset()
+    env.step('{"tool":"shop.buy","args":{"item":"pen","qty":1}}')
+    env.step('{"tool":"shop.buy","args":{"item":"pen","qty":1}}')  # two orders of 1: order check fails
+    assert env.step('{"answer":"ok"}').reward == pytest.approx(2 / 3)  # balance right (2 x 3), unchanged right
     env.reset()
     env.step('{"tool":"shop.buy","args":{"item":"pen","qty":2}}')
     env.step('{"tool":"notes.add","args":{"text":"oops"}}')  # collateral damage
     assert env.step('{"answer":"ok"}').reward == pytest.approx(2 / 3)
     env.reset()
-    assert env.step('{"answer":"ok"}').reward == pytest.approx(1 / 3)  # did nothing: only "unchanged" passes
+    assert env.step('{"answer":"ok"}').reward == 0.0  # did nothing
 
 
 def test_wrong_answer_on_a_read_task_keeps_the_unchanged_check():
@@ -144,7 +148,10 @@ def test_wrong_answer_on_a_read_task_keeps_the_unchanged_check():
     env.reset()
     assert env.step('{"answer":"ROME "}').reward == 1.0  # case and spaces ignored
     env.reset()
-    assert env.step('{"answer":"oslo"}').reward == 0.5
+    assert env.step('{"answer":"oslo"}').reward == 0.0
+    env.reset()
+    env.step('{"tool":"notes.add","args":{"text":"x"}}')
+    assert env.step('{"answer":"rome"}').reward == 0.5  # right answer, but a note was written
 
 
 def test_reset_restores_the_initial_world():
@@ -220,7 +227,7 @@ def test_warmstart_pairs_are_turn_contexts_in_the_alphabet():
         turns = context.count(TURN_END)
         assert context.endswith("\n")  # instruction or observation line
         if turns:
-            assert context.split(TURN_END)[0].split("\n", 1)[1].startswith('{"tool"')
+            assert context.split(TURN_END)[0].split("\n", 1)[1].startswith('{"args"')
     assert any(TURN_END in c for c, _ in pairs) and any(TURN_END not in c for c, _ in pairs)
 
 
@@ -230,3 +237,13 @@ def test_world_texts_stay_in_the_alphabet():
         w = new_world(rng)
         for name in w["contacts"]:
             assert set(name + w["contacts"][name]["city"]) <= set(ALPHABET)
+
+
+def test_checks_reward_gates_the_guards():
+    from rlx.tasks.toolworld.generator import checks_reward
+
+    checks = (("answer", "1"), ("unchanged", ("notes",)))
+    assert checks_reward(checks, [True, True]) == 1.0
+    assert checks_reward(checks, [True, False]) == 0.5
+    assert checks_reward(checks, [False, True]) == 0.0
+    assert checks_reward((("note_added", "x"), ("balance", 3), ("unchanged", ())), [False, True, True]) == 2 / 3

@@ -4,8 +4,9 @@ and expert episodes for the warm-start.
 Episode: the first observation is the instruction (`phone of ann?` + newline). Each policy turn
 is one JSON action (rlx.tasks.toolworld.protocol); a call is answered with the tool's result,
 a malformed or refused call with {"error": ...} (the episode goes on), and an answer ends the
-episode with reward = fraction of the task's checks that pass. An episode cut off by the
-turn or token caps earns 0.
+episode with reward = fraction of the task's checks that pass, 0 unless one of the task's own
+checks passes (generator.checks_reward: doing nothing earns nothing). An episode cut off by
+the turn or token caps earns 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rlx.tasks.toolworld.apps import ToolError, call_tool
 from rlx.tasks.toolworld.generator import (
     LEVELS,
     ToolTask,
+    checks_reward,
     fresh_world,
     generate_task,
     parse_observation,
@@ -47,7 +49,7 @@ class ToolWorldEnv(Environment):
             parsed = parse_action(action)
             if isinstance(parsed, Answer):
                 passed = run_checks(self.task.checks, self.task.world, self.state, parsed.value)
-                return StepResult("", sum(passed) / len(passed), True, {"checks": passed})
+                return StepResult("", checks_reward(self.task.checks, passed), True, {"checks": passed})
             result = call_tool(self.state, parsed.tool, parsed.args)
         except (ProtocolError, ToolError) as exc:
             return StepResult(error_text(str(exc)), 0.0, False, {"error": str(exc)})

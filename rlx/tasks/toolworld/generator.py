@@ -2,7 +2,9 @@
 
 A task = a random world + a template instance. Its level is the number of tool calls the
 expert needs before answering (1, 2 or 3). Its reward is the fraction of its checks that pass
-on the final state and answer (AppWorld-style: "did the right thing" and "broke nothing else").
+on the final state and answer (AppWorld-style: "did the right thing" and "broke nothing else"),
+where the "broke nothing else" checks (kind "unchanged") only count once one of the task's own
+checks passes: doing nothing, or answering a guess without looking, earns 0, not the guards.
 
 Experts are scripted policies that read the observations; the warm-start uses them, and, for
 the wrong share of its data, runs them on a *perturbed* task (another name or day, the sibling
@@ -18,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rlx.tasks.toolworld.apps import CITIES, DAYS, WORDS, new_world
+from rlx.tasks.toolworld.apps import CITIES, DAYS, PHONES, WORDS, new_world
 from rlx.tasks.toolworld.protocol import answer_text, call_text
 
 ALL_SECTIONS = ("contacts", "events", "notes", "shop")
@@ -84,6 +86,16 @@ def check_passes(check: tuple, before: dict, after: dict, answer: str | None) ->
 
 def run_checks(checks, before: dict, after: dict, answer: str | None) -> list[bool]:
     return [check_passes(c, before, after, answer) for c in checks]
+
+
+GUARDS = ("unchanged",)
+
+
+def checks_reward(checks, passed: list[bool]) -> float:
+    """sum(passed) / len(checks) if at least one non-guard check passed, else 0."""
+    if not any(ok for check, ok in zip(checks, passed) if check[0] not in GUARDS):
+        return 0.0
+    return sum(passed) / len(passed)
 
 
 # ----------------------------------------------------------------------------------- experts
@@ -293,7 +305,7 @@ def _redraw(key: str, params: dict, world: dict, rng: random.Random) -> dict:
 
 def _guess(kind: str, world: dict, rng: random.Random) -> str:
     if kind == "phone":
-        return str(rng.randint(100, 999))
+        return rng.choice(PHONES)
     if kind == "city":
         return rng.choice(CITIES)
     return str(rng.randint(1, 9))

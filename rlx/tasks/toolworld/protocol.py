@@ -1,6 +1,7 @@
 """The JSON tool-call protocol: one JSON object per policy turn, one JSON line per observation.
 
-    {"tool":"contacts.find","args":{"name":"ann"}}     call a tool (args may be omitted if none)
+    {"tool":"contacts.find","args":{"name":"ann"}}     call a tool (args may be omitted if none;
+                                                       key order is free)
     {"answer":"417"}                                   finish the episode with an answer
 
 Observations are the tool's result (or {"error": "..."}) as compact JSON followed by a newline.
@@ -63,8 +64,11 @@ def parse_action(text: str) -> Call | Answer:
 
 
 def call_text(tool: str, args: dict[str, Any] | None = None) -> str:
-    """The canonical text of a call (what the expert trajectories use)."""
-    return compact({"tool": tool, "args": args or {}})
+    """The text of a call as the expert trajectories write it: args first, then the tool
+    (`{"args":{"name":"ann"},"tool":"contacts.find"}`). JSON key order is free; arguments first
+    put the value copied from the instruction right after it, which a tiny model learns far
+    more easily (base pass@1 0.33 instead of 0.20 on held-out level-1 tasks, same warm-start)."""
+    return compact({"args": args or {}, "tool": tool})
 
 
 def answer_text(value: Any) -> str:
