@@ -143,6 +143,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0 = only at the start and the end)")
     _require(cfg.checkpoint.every >= 1, "checkpoint.every", cfg.checkpoint.every, "must be >= 1")
     _require(cfg.trainer.micro_batch_size >= 1, "trainer.micro_batch_size", cfg.trainer.micro_batch_size, "must be >= 1")
+    tokens = cfg.trainer.get("micro_batch_tokens")
+    _require(tokens is None or tokens >= 1, "trainer.micro_batch_tokens", tokens, "must be >= 1 or null")
     _require(all(k >= 1 for k in cfg.eval.k), "eval.k", list(cfg.eval.k), "every k must be >= 1")
     _require(max(cfg.eval.k) <= cfg.eval.samples_per_prompt, "eval.k", list(cfg.eval.k),
              f"every k must be <= eval.samples_per_prompt={cfg.eval.samples_per_prompt}")

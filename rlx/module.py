@@ -26,6 +26,7 @@ from rlx.metrics import distinct_correct, pass_at_k, pearson
 from rlx.models import is_lora_model, prompt_formatter
 from rlx.precision import clip_flips, dtype_of, logp_mismatch, logprobs_in_dtype
 from rlx.rollout import RolloutBatch, generate_rollouts
+from rlx.rollout.batch import length_sorted_micro_batches
 from rlx.rollout.multiturn import run_episodes
 from rlx.tasks.base import RewardStats, is_multi_turn, safe_rewards
 
@@ -194,14 +195,18 @@ class RLModule(L.LightningModule):
         advantages = obj.compute_advantages(alg.advantage, rewards, alg.group_size, **options)
 
         t0 = time.perf_counter()
-        chunk = self.cfg.monitor.chunk_size
-        before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
-        rollout.extras["trainer_logprobs"] = before.logprobs
         use_sampler = prec.old_logprobs == "sampler"
         if use_sampler and "sampler_logprobs" not in rollout.extras:
             raise ValueError("precision.old_logprobs='sampler': this rollout backend returns no sampler log-probs")
-        rollout.extras["old_logprobs"] = rollout.extras["sampler_logprobs"] if use_sampler else before.logprobs
-        rollout.extras["entropy"] = before.entropy
+        if self.fused_old_logprobs():  # filled by the update's forward pass (see fused_old_logprobs)
+            zeros = torch.zeros(rollout.response_mask.shape, device=rollout.response_mask.device)
+            rollout.extras["old_logprobs"], rollout.extras["entropy"] = zeros, zeros.clone()
+            rollout.extras["trainer_logprobs"] = rollout.extras["old_logprobs"]
+        else:
+            before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
+            rollout.extras["trainer_logprobs"] = before.logprobs
+            rollout.extras["old_logprobs"] = rollout.extras["sampler_logprobs"] if use_sampler else before.logprobs
+            rollout.extras["entropy"] = before.entropy
         if self.run_precision_diagnostics():
             rows = torch.arange(min(prec.diagnostics_sample, len(rollout.completions)))
             rollout.extras["diag_rows"] = rows
@@ -211,37 +216,63 @@ class RLModule(L.LightningModule):
         t_logprob = time.perf_counter() - t0
 
         mask = rollout.response_mask
-        entropy = self.global_mean(before.entropy, mask)
-        if self.entropy0 is None:
-            self.entropy0 = entropy
-            for controller in self.controllers.values():
-                controller.set_target(entropy)
-        self.entropy_cumulative += entropy
         n_tokens = float(self.all_reduce(mask.sum().double()))  # over every rank's shard
         metrics = {
             "train/reward_mean": float(rewards.mean()),
             "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
             "train/reward_errors": float(stats.errors),
             "train/advantage_abs_mean": float(advantages.abs().mean()),
-            "train/entropy": entropy,
-            "train/entropy_sampled": self.global_mean(-before.logprobs, mask),
-            "train/entropy_change_pct": 100.0 * (entropy - self.entropy0) / max(self.entropy0, 1e-12),
-            "train/entropy_cumulative": self.entropy_cumulative,
             "train/response_length": n_tokens / (len(rewards) * world),
             "train/truncated_frac": float(rollout.truncated.float().mean()),
             "time/rollout_s": t_rollout,
             "time/logprob_s": t_logprob,
             "perf/tokens_per_s": n_tokens / max(t_rollout, 1e-9),
         }
-        if "ref_logprobs" in rollout.extras:
-            kl = obj.kl_penalty(before.logprobs, rollout.extras["ref_logprobs"], self.alg.kl_loss_type)
-            metrics["train/kl_ref"] = self.global_mean(kl, mask)
-        if "sampler_logprobs" in rollout.extras:
-            mean, peak = logp_mismatch(rollout.extras["sampler_logprobs"], before.logprobs, mask)
-            metrics["precision/logp_mismatch_mean"], metrics["precision/logp_mismatch_max"] = mean, peak
+        if not self.fused_old_logprobs():
+            metrics.update(self.rollout_policy_metrics(rollout))
         metrics.update({f"train/{k}": v for k, v in rollout.extras.get("episode_stats", {}).items()})
         rollout.extras["rewards"] = rewards
         return rollout, advantages, metrics
+
+    def fused_old_logprobs(self) -> bool:
+        """Whether the old log-probs and entropy come from the update's own forward pass instead of
+        a separate no-grad pass: when the update is a single optimizer step over every row (one
+        epoch, one minibatch, no dynamic sampling), that step starts at the rollout policy, so the
+        two passes compute the same values. Off when something needs them before the update
+        (REPO-D's beta, the sampler's log-probs, the fp32 diagnostics) or when the old log-probs
+        use other arithmetic than the training pass (precision.logprob_dtype, upcast_head), and
+        with trainer.fuse_old_logprobs=false."""
+        alg, prec = self.alg, self.cfg.precision
+        return bool(self.cfg.trainer.get("fuse_old_logprobs", True)
+                    and alg.ppo_epochs * alg.num_minibatches == 1 and not alg.dynamic_sampling
+                    and alg.regulator.name != "repo_d" and prec.old_logprobs == "trainer"
+                    and prec.logprob_dtype == "float32" and not prec.upcast_head
+                    and not self.run_precision_diagnostics() and not is_multi_turn(self.task))
+
+    def rollout_policy_metrics(self, rollout: RolloutBatch) -> dict[str, float]:
+        """Entropy, KL-to-reference and sampler/trainer mismatch of the rollout policy on the batch
+        (the first call also fixes the controllers' target entropy)."""
+        mask = rollout.response_mask
+        trainer_logprobs, token_entropy = rollout.extras["trainer_logprobs"], rollout.extras["entropy"]
+        entropy = self.global_mean(token_entropy, mask)
+        if self.entropy0 is None:
+            self.entropy0 = entropy
+            for controller in self.controllers.values():
+                controller.set_target(entropy)
+        self.entropy_cumulative += entropy
+        metrics = {
+            "train/entropy": entropy,
+            "train/entropy_sampled": self.global_mean(-trainer_logprobs, mask),
+            "train/entropy_change_pct": 100.0 * (entropy - self.entropy0) / max(self.entropy0, 1e-12),
+            "train/entropy_cumulative": self.entropy_cumulative,
+        }
+        if "ref_logprobs" in rollout.extras:
+            kl = obj.kl_penalty(trainer_logprobs, rollout.extras["ref_logprobs"], self.alg.kl_loss_type)
+            metrics["train/kl_ref"] = self.global_mean(kl, mask)
+        if "sampler_logprobs" in rollout.extras:
+            mean, peak = logp_mismatch(rollout.extras["sampler_logprobs"], trainer_logprobs, mask)
+            metrics["precision/logp_mismatch_mean"], metrics["precision/logp_mismatch_max"] = mean, peak
+        return metrics
 
     def generate(self, prompts, n: int, **options) -> RolloutBatch:
         """n samples per prompt from the policy (prompts in the chat template when the model has one),
@@ -341,14 +372,27 @@ class RLModule(L.LightningModule):
             logprob_dtype=torch.float32 if fp32 else dtype_of(prec.logprob_dtype, "precision.logprob_dtype"),
             upcast_head=False if fp32 else bool(prec.upcast_head))
 
+    def micro_batches(self, rollout: RolloutBatch, rows: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """(rows, completion width) of each micro-batch: rows sorted by length and cut by
+        trainer.micro_batch_size rows and trainer.micro_batch_tokens padded tokens."""
+        lengths = rollout.response_lengths().cpu()
+        batches = length_sorted_micro_batches(rows, lengths, self.cfg.trainer.micro_batch_size,
+                                              self.cfg.trainer.get("micro_batch_tokens"), rollout.prompt_length)
+        return [(micro, max(1, int(lengths[micro].max()))) for micro in batches]
+
     def batched_token_stats(self, model, rollout: RolloutBatch, with_entropy: bool, fp32: bool = False) -> TokenStats:
-        """token_stats over micro-batches of trainer.micro_batch_size rows."""
-        size = self.cfg.trainer.micro_batch_size
-        parts = [self.token_stats(model, rollout.select(torch.arange(i, min(i + size, len(rollout.completions)))),
-                                  with_entropy, fp32)
-                 for i in range(0, len(rollout.completions), size)]
-        logprobs = torch.cat([p.logprobs for p in parts])
-        entropy = torch.cat([p.entropy for p in parts]) if with_entropy else None
+        """token_stats over length-sorted micro-batches, each trimmed to its longest completion;
+        [N, T] results (0 beyond a row's micro-batch width: always outside the response mask)."""
+        n, length = rollout.response_mask.shape
+        logprobs = entropy = None
+        for micro, width in self.micro_batches(rollout, torch.arange(n)):
+            part = self.token_stats(model, rollout.select(micro, width), with_entropy, fp32)
+            if logprobs is None:
+                logprobs = part.logprobs.new_zeros(n, length)
+                entropy = part.entropy.new_zeros(n, length) if with_entropy else None
+            logprobs[micro, :width] = part.logprobs
+            if with_entropy:
+                entropy[micro, :width] = part.entropy
         return TokenStats(logprobs, entropy)
 
     # ----------------------------------------------------------------- update
@@ -439,6 +483,8 @@ class RLModule(L.LightningModule):
         metrics["train/nonfinite_skips"] = float(skipped)
         self.check_nonfinite(steps, skipped)
         metrics["time/update_s"] = time.perf_counter() - t0
+        if self.fused_old_logprobs():  # the rollout policy's statistics came from the update's forward pass
+            metrics.update(self.rollout_policy_metrics(rollout))
         metrics.update(self.entropy_dynamics(rollout))
         if self.controllers:
             metrics.update(self.update_controllers(metrics["train/entropy_after"]))
@@ -455,30 +501,37 @@ class RLModule(L.LightningModule):
         local = minibatch[(minibatch >= rank * n_local) & (minibatch < (rank + 1) * n_local)] - rank * n_local
         global_tokens = float(self.all_reduce(rollout.response_mask[local].sum().double()))
         kwargs = self.loss_kwargs()
-        need_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
+        fused = self.fused_old_logprobs()
+        loss_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
+        need_entropy = fused or loss_entropy
         optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        micros = list(local.split(self.cfg.trainer.micro_batch_size))
+        micros = self.micro_batches(rollout, local)
         if world > 1:  # every rank runs as many backward passes (each one is a collective under DDP)
             count = self.all_reduce(torch.tensor(len(micros), device=self.device), op=dist.ReduceOp.MAX)
             micros += [None] * (int(count) - len(micros))
-        for micro in micros:
+        extras = rollout.extras
+        for item in micros:
             scale = 1.0
-            if micro is None:  # no rows left on this rank: a zero-weighted pass keeps the ranks in step
-                micro, scale = torch.zeros(1, dtype=torch.long), 0.0
-            part = rollout.select(micro)
+            if item is None:  # no rows left on this rank: a zero-weighted pass keeps the ranks in step
+                item, scale = (torch.zeros(1, dtype=torch.long), 1), 0.0
+            micro, width = item
+            part = rollout.select(micro, width)
             mask = part.response_mask
             with self.activation_offload():
                 current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
                                                self.cfg.monitor.chunk_size, with_entropy=need_entropy)
-                extra = {"entropy": current.entropy} if need_entropy else {}
+                if fused and scale:  # the only step starts at the rollout policy: old log-probs = current ones
+                    extras["old_logprobs"][micro, :width] = current.logprobs.detach()
+                    extras["entropy"][micro, :width] = current.entropy.detach()
+                extra = {"entropy": current.entropy} if loss_entropy else {}
                 if alg.kl_loss_coef > 0:
-                    extra["ref_logprobs"] = rollout.extras["ref_logprobs"][micro]
+                    extra["ref_logprobs"] = extras["ref_logprobs"][micro, :width]
                 loss, loss_metrics = obj.policy_loss(
-                    alg.loss, current.logprobs, rollout.extras["old_logprobs"][micro],
-                    self.regulate(rollout.extras["token_advantages"][micro], current.logprobs, mask), mask,
+                    alg.loss, current.logprobs, extras["old_logprobs"][micro, :width],
+                    self.regulate(extras["token_advantages"][micro, :width], current.logprobs, mask), mask,
                     global_tokens=global_tokens, global_seqs=float(len(minibatch)),
-                    max_response_length=mask.shape[1], **extra, **kwargs)
+                    max_response_length=rollout.response_mask.shape[1], **extra, **kwargs)
                 loss = loss * scale
                 finite = torch.isfinite(loss.detach()).double()
                 if world > 1:

@@ -169,8 +169,10 @@ def validate_trainer(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_cfg: DictConfig | None = None,
-          extra_tags: dict[str, str] | None = None) -> dict[str, float]:
+          extra_tags: dict[str, str] | None = None, callbacks: list | None = None) -> dict[str, float]:
     """Run one RL experiment and return its last metrics (plus summaries).
+
+    callbacks: extra Lightning callbacks for the Trainer (e.g. the benchmarks' iteration timer).
 
     experiment=sequential (a `sequential` node) runs two phases instead (rlx.sequential), which
     call back here with init_checkpoint (start from that checkpoint's policy weights),
@@ -230,7 +232,7 @@ def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_
         strategy=make_strategy(cfg.trainer),
         **lightning_precision(cfg.precision.trainer_precision, cfg.trainer.accelerator),
         logger=logger if logger is not None else False,
-        callbacks=[checkpoints, IterationProgress()],
+        callbacks=[checkpoints, IterationProgress(), *(callbacks or [])],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

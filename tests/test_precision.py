@@ -10,7 +10,7 @@ from rlx.objectives import entropy_from_logits, logprobs_from_logits
 from rlx.precision import clip_flips, lightning_precision, logp_mismatch, logprobs_in_dtype, ratio_bias
 from rlx.train import train
 
-PRECISIONS = ["fp32", "bf16", "bf16_fp32_logprobs", "fp16"]
+PRECISIONS = ["fp32", "bf16", "bf16_fp32_logprobs", "bf16_mixed", "fp16"]
 
 
 def reference_fp64(logits: torch.Tensor, labels: torch.Tensor):

@@ -51,6 +51,7 @@ def generate_rollouts(
     top_k: int = 0,
     top_p: float = 1.0,
     return_logprobs: bool = False,
+    min_new_tokens: int = 0,
 ) -> RolloutBatch:
     """Sample `group_size` completions for each prompt from the policy at `temperature`.
 
@@ -58,6 +59,8 @@ def generate_rollouts(
     softmax(logits / temperature), the policy whose log-probs the loss uses. With
     return_logprobs, extras["sampler_logprobs"][i, t] = log softmax(logits_t / temperature)[y_t]
     from the sampler's own logits (its precision, KV-cache path), for mismatch diagnostics.
+    min_new_tokens > 0 forbids EOS before that many tokens (fixed-length completions for the
+    scaling benchmark; the sampling policy is then no longer softmax(logits / temperature)).
     """
     input_ids, attention_mask = encode_prompts(tokenizer, prompt_texts)
     input_ids = input_ids.repeat_interleave(group_size, dim=0).to(model.device)
@@ -73,6 +76,7 @@ def generate_rollouts(
             top_k=top_k,
             top_p=top_p,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens or None,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             output_logits=return_logprobs,
