@@ -143,13 +143,13 @@ def iteration_seconds(overrides: list[str], iterations: int, warmup: int, cache_
                       fixed_length: bool) -> dict:
     """Median seconds of rollout + update (monitors off) and the iteration's FLOP estimate."""
     import rlx.module as module_mod
-    from rlx.rollout import generate_rollouts
+    from rlx.rollout import sampler_fn
 
     module, _optimizer, cfg = build_module(overrides + ["monitor.kl_ref=false", "monitor.entropy_dynamics=false",
                                                         "precision.diagnostics=false"], False, cache_dir)
     if fixed_length:  # every completion exactly max_new_tokens long: EOS cannot be sampled
-        module_mod.generate_rollouts = functools.partial(generate_rollouts,
-                                                         min_new_tokens=cfg.rollout.max_new_tokens)
+        module_mod.sampler_fn = lambda name: functools.partial(sampler_fn(name),
+                                                               min_new_tokens=cfg.rollout.max_new_tokens)
     times, tokens = [], []
     for it in range(warmup + iterations):
         start = time.perf_counter()
@@ -159,7 +159,7 @@ def iteration_seconds(overrides: list[str], iterations: int, warmup: int, cache_
         if it >= warmup:
             times.append(time.perf_counter() - start)
             tokens.append((float(rollout.attention_mask.sum()), float(rollout.response_mask.sum())))
-    module_mod.generate_rollouts = generate_rollouts
+    module_mod.sampler_fn = sampler_fn
     params = sum(p.numel() for p in module.policy.get_decoder().layers.parameters())
     seq_tokens, gen_tokens = statistics.median(t[0] for t in tokens), statistics.median(t[1] for t in tokens)
     epochs = cfg.algorithm.ppo_epochs

@@ -138,6 +138,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.algorithm.num_minibatches <= batch, "algorithm.num_minibatches", cfg.algorithm.num_minibatches,
              f"must be <= the rollout batch (task.prompts_per_step x algorithm.group_size = {batch})")
     _require(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", cfg.rollout.max_new_tokens, "must be >= 1")
+    _require(cfg.rollout.get("sampler", "generate") in ("rlx", "generate"), "rollout.sampler",
+             cfg.rollout.get("sampler"), "allowed: rlx | generate")
     _require(cfg.rollout.temperature > 0, "rollout.temperature", cfg.rollout.temperature, "must be > 0")
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     _require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0 = only at the start and the end)")

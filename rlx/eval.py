@@ -130,7 +130,7 @@ def load_for_eval(cfg: DictConfig, task, checkpoint: str, base: str | None):
 @torch.no_grad()
 def sample_split(policy, tokenizer, task, prompts, cfg: DictConfig, format_prompt: Callable[[str], str]):
     """(rollout batches, rewards, completions) for n samples per prompt, in chunks of prompts."""
-    from rlx.rollout import generate_rollouts
+    from rlx.rollout import sampler_fn
     from rlx.rollout.multiturn import run_episodes
 
     ro, n = cfg.rollout, cfg.eval.samples_per_prompt
@@ -143,8 +143,9 @@ def sample_split(policy, tokenizer, task, prompts, cfg: DictConfig, format_promp
                                  ro.top_p)
             rewards += batch.extras["episode_rewards"]
         else:
-            batch = generate_rollouts(policy, tokenizer, [format_prompt(p.text) for p in part], n, ro.max_new_tokens,
-                                      ro.temperature, ro.top_k, ro.top_p)
+            sample = sampler_fn(ro.get("sampler", "generate"))
+            batch = sample(policy, tokenizer, [format_prompt(p.text) for p in part], n, ro.max_new_tokens,
+                           ro.temperature, ro.top_k, ro.top_p)
             rewards += safe_rewards(task, [part[i] for i in batch.prompt_index.tolist()], batch.completions,
                                     RewardStats())
         batches.append(batch)

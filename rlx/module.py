@@ -25,10 +25,11 @@ from rlx.control import AdaptiveEntropyCoefController, ClipHighController, ZetaC
 from rlx.metrics import distinct_correct, pass_at_k, pearson
 from rlx.models import is_lora_model, prompt_formatter
 from rlx.precision import clip_flips, dtype_of, logp_mismatch, logprobs_in_dtype
-from rlx.rollout import RolloutBatch, generate_rollouts
+from rlx.rollout import RolloutBatch, sampler_fn
 from rlx.rollout.batch import length_sorted_micro_batches
 from rlx.rollout.multiturn import run_episodes
 from rlx.tasks.base import RewardStats, is_multi_turn, safe_rewards
+from rlx.tracking import flush_metrics
 
 SUCCESS_THRESHOLD = 1.0 - 1e-6  # a sample counts as correct for pass@k when its reward reaches 1
 
@@ -286,8 +287,9 @@ class RLModule(L.LightningModule):
             return self.rollout_engine.generate(self.policy, self.tokenizer, texts, n, ro.max_new_tokens,
                                                 ro.temperature, ro.top_k, ro.top_p, **options)
         with torch.autocast(device_type=self.device.type, enabled=False):  # the sampler runs in its own dtype
-            return generate_rollouts(self.sampler(), self.tokenizer, texts, n, ro.max_new_tokens, ro.temperature,
-                                     ro.top_k, ro.top_p, **options)
+            sample = sampler_fn(ro.get("sampler", "generate"))
+            return sample(self.sampler(), self.tokenizer, texts, n, ro.max_new_tokens, ro.temperature,
+                          ro.top_k, ro.top_p, **options)
 
     def score(self, samples, rollout: RolloutBatch, stats: RewardStats) -> list[float]:
         """One reward per row: the task's reward of each completion, or each episode's return for a
@@ -679,6 +681,7 @@ class RLModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoint state
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        flush_metrics(self.logger)  # a run resumed from this checkpoint finds every metric logged before it
         checkpoint["rlx"] = {
             "controllers": {name: c.state_dict() for name, c in self.controllers.items()},
             "entropy0": self.entropy0,

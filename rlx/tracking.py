@@ -46,7 +46,21 @@ def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None
         artifact_location=local_artifact_location(log_cfg.tracking_uri, log_cfg.artifact_location),
         run_id=run_id,
         log_model=False,
+        # asynchronous: metrics are queued and written by MLflow's background thread, off the
+        # training loop (flush_metrics waits for them at checkpoints and at the end of a run)
+        synchronous=log_cfg.get("synchronous", True),
     )
+
+
+def flush_metrics(logger) -> None:
+    """Block until every metric the logger queued asynchronously is in the store (a no-op for
+    synchronous logging)."""
+    if logger is None:
+        return
+    # MlflowClient has no public flush; the queue lives on its store (the one for this tracking URI)
+    store = getattr(getattr(logger.experiment, "_tracking_client", None), "store", None)
+    if store is not None and hasattr(store, "flush_async_logging"):
+        store.flush_async_logging()
 
 
 def run_tags(cfg: DictConfig, sweep_id: str | None) -> dict[str, str]:

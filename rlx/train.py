@@ -30,7 +30,7 @@ from rlx.config import CONF_DIR, ConfigError, register_resolvers, validate
 from rlx.models import prepare_policy, validate_model_cfg
 from rlx.module import RLModule
 from rlx.precision import lightning_precision
-from rlx.tracking import config_params, make_logger, run_tags, ui_hint
+from rlx.tracking import config_params, flush_metrics, make_logger, run_tags, ui_hint
 from rlx.warmstart import base_policy
 
 register_resolvers()
@@ -251,6 +251,7 @@ def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_
     if logger is not None:
         if summary:
             logger.log_metrics(summary, step=cfg.trainer.max_steps)
+        flush_metrics(logger)  # the curves below read them back
         log_curves(logger)
         print(ui_hint(logger))
     return {**module.last_metrics, **summary}
