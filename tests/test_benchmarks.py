@@ -35,7 +35,7 @@ def test_iteration_profile_smoke(tmp_path):
     run_script("benchmarks/iteration_profile.py", "--smoke", "--cache-dir", str(tmp_path / "cache"), "--json", str(out))
     result = json.loads(out.read_text())
     stages = result["profile"]
-    for key in ("generation", "old_logprobs_only", "old_logprobs_and_entropy", "reference_forward", "backward",
-                "optimizer", "mlflow_log", "iteration"):
-        assert stages[key] >= 0, key
+    for key in ("generation", "x_hf_generate", "x_separate_logprobs_pass", "x_entropy_own_cost", "reference_forward",
+                "backward", "optimizer", "mlflow_log", "iteration"):
+        assert key in stages, key
     assert result["peak"]["fp32"] > 0 and result["scaling"][0]["gflops_per_s"] > 0
