@@ -12,9 +12,8 @@ tokens, temperature 1 with the full distribution (top_k=0, top_p=1), the task's 
 objective (group-normalised advantage, PPO clip 0.2, per-sequence token mean, no KL, AdamW at a
 constant learning rate, gradient clip 1), one optimizer step per epoch over the whole rollout
 batch and `--epochs` epochs per rollout (TRL: num_iterations). fp32 means fp32 everywhere (TRL's
-bf16 default and gradient checkpointing are turned off); bf16 means TRL's bf16 autocast (fp32
-master weights) against rlx's `precision=bf16_fp32_logprobs` (bf16 weights and compute, LM head
-and log-probs in fp32) - the two frameworks' recommended bf16 settings, not the same arithmetic.
+bf16 default and gradient checkpointing are turned off); bf16 means bf16 autocast over fp32
+master weights on both sides (TRL `bf16=True`, rlx `precision=bf16_mixed`), the same arithmetic.
 rlx runs as `rlx-train` would (Hydra config, Lightning Trainer, MLflow logging to a throw-away
 sqlite store) with its extra monitors off (`monitor.kl_ref=false monitor.entropy_dynamics=false
 precision.diagnostics=false`) because TRL has no equivalent; its exact fp32 entropy stays on
@@ -45,6 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MB = 1024.0
+# Warm-start steps of the shared base policy per model size: enough for non-zero rewards (the
+# larger model learns the format in fewer steps and each of its steps costs more).
+WARMSTART_STEPS = {"1m": 300, "8m": 150, "30m": 100}
 
 
 def peak_rss_mb() -> float:
@@ -67,7 +69,7 @@ def rlx_overrides(s: dict) -> list[str]:
     """The rlx-train overrides that give the benchmark's workload (also printed for users)."""
     return [
         "algorithm=grpo", f"model=qwen2_{s['model']}",
-        f"precision={'fp32' if s['precision'] == 'fp32' else 'bf16_fp32_logprobs'}",
+        f"precision={'fp32' if s['precision'] == 'fp32' else 'bf16_mixed'}",
         f"task.prompts_per_step={s['prompts']}", f"algorithm.group_size={s['group']}",
         f"rollout.max_new_tokens={s['max_new_tokens']}", f"algorithm.ppo_epochs={s['epochs']}",
         "algorithm.num_minibatches=1", f"optim.lr={s['lr']}", f"task.warmstart.steps={s['warmstart_steps']}",
@@ -249,7 +251,8 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--warmstart-steps", type=int, default=300, help="warm-start steps of the shared base policy")
+    p.add_argument("--warmstart-steps", type=int, default=None,
+                   help=f"warm-start steps of the shared base policy (default per model: {WARMSTART_STEPS})")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "cache"))
     p.add_argument("--smoke", action="store_true", help="one tiny iteration per side (CI): 1m, fp32, 1 epoch")
@@ -276,7 +279,8 @@ def main() -> None:
             for epochs in a.epochs:
                 setting = dict(model=model, precision=precision, epochs=epochs, prompts=a.prompts, group=a.group,
                                max_new_tokens=a.max_new_tokens, lr=1e-4, seed=0, warmup=a.warmup,
-                               iterations=a.iterations, warmstart_steps=a.warmstart_steps,
+                               iterations=a.iterations,
+                               warmstart_steps=a.warmstart_steps or WARMSTART_STEPS.get(model, 300),
                                cache_dir=a.cache_dir, threads=a.threads)
                 setting["base_dir"] = prepare_base_policy(setting)
                 print(f"setting {model} {precision} epochs={epochs}: rlx-train " + " ".join(rlx_overrides(setting)),

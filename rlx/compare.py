@@ -101,6 +101,14 @@ def table_columns(pass_ks: list[int]) -> list[Column]:
         # % of tokens clipped on each side, averaged over the run: shows whether ADAPO binds
         Column("clipfrac_low", "clip% low", "train/clipfrac_low", "mean", ".2f", 100.0),
         Column("clipfrac_high", "clip% high", "train/clipfrac_high", "mean", ".2f", 100.0),
+        # precision (Theorem 3), averaged over the run: % of sampled tokens whose clip decision
+        # differs from an fp32 recomputation, the % of those flips on the entropy-lowering side, and
+        # the first minibatch's ratio mean - 1 (0 when exactly on-policy)
+        Column("clip_flip_frac", "clip flip %", "precision/clip_flip_frac", "mean", ".3f", 100.0),
+        Column("clip_flip_lowering_frac", "flips lowering %", "precision/clip_flip_lowering_frac", "mean", ".3f",
+               100.0),
+        Column("ratio_bias", "ratio bias", "precision/ratio_bias", "mean", ".2e"),
+        Column("logp_mismatch_mean", "|dlogp| sampler", "precision/logp_mismatch_mean", "mean", ".2e"),
     ]
     return cols
 
