@@ -237,15 +237,15 @@ class RLModule(L.LightningModule):
 
     def fused_old_logprobs(self) -> bool:
         """Whether the old log-probs and entropy come from the update's own forward pass instead of
-        a separate no-grad pass: when the update is a single optimizer step over every row (one
-        epoch, one minibatch, no dynamic sampling), that step starts at the rollout policy, so the
-        two passes compute the same values. Off when something needs them before the update
+        a separate no-grad pass: with one minibatch per epoch (and no dynamic sampling) the first
+        optimizer step covers every row and starts at the rollout policy, so its forward pass
+        computes the same values; later epochs read them. Off when something needs them before the update
         (REPO-D's beta, the sampler's log-probs, the fp32 diagnostics) or when the old log-probs
         use other arithmetic than the training pass (precision.logprob_dtype, upcast_head), and
         with trainer.fuse_old_logprobs=false."""
         alg, prec = self.alg, self.cfg.precision
         return bool(self.cfg.trainer.get("fuse_old_logprobs", True)
-                    and alg.ppo_epochs * alg.num_minibatches == 1 and not alg.dynamic_sampling
+                    and alg.num_minibatches == 1 and not alg.dynamic_sampling
                     and alg.regulator.name != "repo_d" and prec.old_logprobs == "trainer"
                     and prec.logprob_dtype == "float32" and not prec.upcast_head
                     and not self.run_precision_diagnostics() and not is_multi_turn(self.task))
@@ -463,12 +463,16 @@ class RLModule(L.LightningModule):
         sums: dict[str, float] = {}
         steps = skipped = 0
         generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.iteration)
+        fill_old = self.fused_old_logprobs()  # the first step's forward pass gives the old log-probs
         for _epoch in range(alg.ppo_epochs):
             order = rows[torch.randperm(len(rows), generator=generator)] if len(rows) else rows
             for minibatch in order.tensor_split(alg.num_minibatches) if len(order) else []:
                 if len(minibatch) == 0:
                     continue
-                step_metrics = self.minibatch_step(rollout, minibatch, optimizer)
+                step_metrics = self.minibatch_step(rollout, minibatch, optimizer, fill_old=fill_old)
+                if fill_old and step_metrics is None:  # the fused pass stopped early: the policy did not move
+                    self.fill_old_logprobs(rollout)
+                fill_old = False
                 if step_metrics is None:
                     skipped += 1
                     continue
@@ -492,9 +496,19 @@ class RLModule(L.LightningModule):
             metrics.update(self.update_controllers(metrics["train/entropy_after"]))
         return metrics
 
-    def minibatch_step(self, rollout: RolloutBatch, minibatch: torch.Tensor, optimizer) -> dict[str, float] | None:
+    def fill_old_logprobs(self, rollout: RolloutBatch) -> None:
+        """The old log-probs and entropy from a separate no-grad pass (the unfused path)."""
+        with torch.no_grad():
+            before = self.batched_token_stats(self.policy, rollout, with_entropy=True)
+        rollout.extras["old_logprobs"].copy_(before.logprobs)
+        rollout.extras["entropy"].copy_(before.entropy)
+
+    def minibatch_step(self, rollout: RolloutBatch, minibatch: torch.Tensor, optimizer,
+                       fill_old: bool = False) -> dict[str, float] | None:
         """One optimizer step over `minibatch`, accumulated over micro-batches; the loss is
         normalised by the minibatch's global token / sequence counts so the split does not matter.
+        fill_old: this step starts at the rollout policy and covers every row; its forward pass
+        writes the old log-probs and entropy that the ratio (and later epochs) use.
         Returns None (and skips the step) when the loss or gradient is not finite."""
         alg = self.alg
         # `minibatch` holds global row ids; this rank trains on the ones it owns (all of them in one process)
@@ -503,7 +517,7 @@ class RLModule(L.LightningModule):
         local = minibatch[(minibatch >= rank * n_local) & (minibatch < (rank + 1) * n_local)] - rank * n_local
         global_tokens = float(self.all_reduce(rollout.response_mask[local].sum().double()))
         kwargs = self.loss_kwargs()
-        fused = self.fused_old_logprobs()
+        fused = fill_old
         loss_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
         need_entropy = fused or loss_entropy
         optimizer.zero_grad(set_to_none=True)
@@ -523,7 +537,7 @@ class RLModule(L.LightningModule):
             with self.activation_offload():
                 current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
                                                self.cfg.monitor.chunk_size, with_entropy=need_entropy)
-                if fused and scale:  # the only step starts at the rollout policy: old log-probs = current ones
+                if fused and scale:  # this step starts at the rollout policy: old log-probs = current ones
                     extras["old_logprobs"][micro, :width] = current.logprobs.detach()
                     extras["entropy"][micro, :width] = current.entropy.detach()
                 extra = {"entropy": current.entropy} if loss_entropy else {}

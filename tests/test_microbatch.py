@@ -53,8 +53,7 @@ def test_micro_batches_sorted_bounded_and_complete():
     assert length_sorted_micro_batches(rows[:0], lengths, 4, None, 4) == []
 
 
-SINGLE_STEP = ("algorithm=grpo", "algorithm.ppo_epochs=1", "algorithm.num_minibatches=1", "trainer.max_steps=3",
-               "monitor.kl_ref=true")
+SINGLE_STEP = ("algorithm=grpo", "algorithm.num_minibatches=1", "trainer.max_steps=3", "monitor.kl_ref=true")
 COMPARED = ("train/loss", "train/entropy", "train/entropy_after", "train/entropy_sampled", "train/kl_ref",
             "train/grad_norm", "train/reward_mean", "train/entropy_pred_delta")
 
@@ -69,18 +68,25 @@ def assert_same(a: dict, b: dict, rel: float):
         assert math.isclose(a[key], b[key], rel_tol=rel, abs_tol=1e-6), (key, a[key], b[key])
 
 
-def test_fused_old_logprobs_equal_a_separate_pass(make_config):
-    """One optimizer step per rollout: taking the old log-probs and entropy from the update's
-    forward pass gives the same run as computing them in a separate no-grad pass."""
-    fused = run_metrics(make_config, "trainer.fuse_old_logprobs=true", "run_name=fused")
-    separate = run_metrics(make_config, "trainer.fuse_old_logprobs=false", "run_name=separate")
-    assert fused["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_fused_old_logprobs_equal_a_separate_pass(make_config, epochs):
+    """One minibatch per epoch: taking the old log-probs and entropy from the first step's forward
+    pass gives the same run as computing them in a separate no-grad pass (with 2 epochs the
+    second epoch's ratio moves away from 1 and its clipping reads them)."""
+    fused = run_metrics(make_config, f"algorithm.ppo_epochs={epochs}", "trainer.fuse_old_logprobs=true",
+                        "run_name=fused")
+    separate = run_metrics(make_config, f"algorithm.ppo_epochs={epochs}", "trainer.fuse_old_logprobs=false",
+                           "run_name=separate")
+    if epochs == 1:
+        assert fused["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    else:
+        assert abs(fused["train/ratio_mean"] - 1.0) > 1e-6  # the mean over both epochs' steps
     assert_same(fused, separate, rel=1e-4)
 
 
 def test_token_budget_micro_batches_equal_whole_batch(make_config):
     """Trimmed micro-batches of a few rows each train like one untrimmed pass over the batch."""
-    small = run_metrics(make_config, "trainer.micro_batch_tokens=40", "trainer.micro_batch_size=3", "run_name=small")
-    whole = run_metrics(make_config, "trainer.micro_batch_tokens=null", "trainer.micro_batch_size=1000",
+    small = run_metrics(make_config, "algorithm.ppo_epochs=1", "trainer.micro_batch_tokens=40", "trainer.micro_batch_size=3", "run_name=small")
+    whole = run_metrics(make_config, "algorithm.ppo_epochs=1", "trainer.micro_batch_tokens=null", "trainer.micro_batch_size=1000",
                         "run_name=whole")
     assert_same(small, whole, rel=1e-4)
