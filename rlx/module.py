@@ -27,6 +27,7 @@ from rlx.models import is_lora_model, prompt_formatter
 from rlx.precision import clip_flips, dtype_of, logp_mismatch, logprobs_in_dtype
 from rlx.rollout import RolloutBatch, sampler_fn
 from rlx.rollout.batch import length_sorted_micro_batches
+from rlx.rollout.sampler import cache_keyword
 from rlx.rollout.multiturn import run_episodes
 from rlx.tasks.base import RewardStats, is_multi_turn, safe_rewards
 from rlx.tracking import flush_metrics
@@ -42,28 +43,82 @@ class TokenStats:
     entropy: torch.Tensor | None
 
 
+def shared_prompt_rows(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(one row per distinct prompt, each row's index into those) when every row of a prompt
+    group carries identical prompt tokens; None otherwise (nothing to share)."""
+    prompt_ids = batch.input_ids[:, :batch.prompt_length]
+    unique, inverse = torch.unique(batch.prompt_index, return_inverse=True)
+    if len(unique) == len(inverse):
+        return None
+    first = torch.zeros(len(unique), dtype=torch.long).scatter_(0, inverse.flip(0), torch.arange(len(inverse)).flip(0))
+    if not torch.equal(prompt_ids[first][inverse], prompt_ids):
+        return None
+    return first, inverse
+
+
+def completion_outputs(net, batch: RolloutBatch, share_prompts: bool, output: str, **extra) -> torch.Tensor:
+    """net's `output` ("logits" of the model, or "last_hidden_state" of its decoder) at the T
+    positions that predict the T completion tokens: [B, T, ...].
+
+    share_prompts: the prompt goes through the network once per distinct prompt (not once per
+    sample: a group of G samples shares it); its KV cache is gathered to every row of the group,
+    then the completions run on top of it. Gradients flow through the gathered cache into the
+    prompt's activations, so values and gradients equal those of the full forward pass.
+    """
+    length = batch.responses.shape[1]
+    positions = batch.position_ids
+    shared = shared_prompt_rows(batch) if share_prompts else None
+    if shared is None:
+        keep = {"logits_to_keep": length + 1} if output == "logits" else {}
+        out = net(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions,
+                  use_cache=False, **keep, **extra)
+        return getattr(out, output)[:, -(length + 1):-1]
+    first, inverse = shared
+    p = batch.prompt_length
+    prefix = net(input_ids=batch.input_ids[first, :p], attention_mask=batch.attention_mask[first, :p],
+                 position_ids=positions[first, :p], use_cache=True,
+                 **({"logits_to_keep": 1} if output == "logits" else {}), **extra)
+    head = getattr(prefix, output)[:, -1][inverse, None]  # predicts the first completion token
+    if length == 1:
+        return head
+    cache = prefix.past_key_values
+    cache.batch_select_indices(inverse)  # a differentiable gather: row i gets its prompt's keys/values
+    end = p + length - 1  # the last completion token predicts nothing
+    rest = net(input_ids=batch.input_ids[:, p:end], attention_mask=batch.attention_mask[:, :end],
+               position_ids=positions[:, p:end], use_cache=True, **{cache_keyword(net): cache}, **extra)
+    return torch.cat([head, getattr(rest, output)], dim=1)
+
+
+def activation_checkpointing(model) -> bool:
+    """Whether the model recomputes activations in backward (HF renamed the attribute in 5.x)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name) or hasattr(model, name):
+            return bool(getattr(model, name))
+    return False
+
+
 def response_token_stats(model, batch: RolloutBatch, temperature: float, chunk_size: int, with_entropy: bool,
-                         logprob_dtype: torch.dtype = torch.float32, upcast_head: bool = False) -> TokenStats:
+                         logprob_dtype: torch.dtype = torch.float32, upcast_head: bool = False,
+                         share_prompts: bool = False) -> TokenStats:
     """log pi(y_t | x, y_<t) for the completion tokens (and H(pi(.|x, y_<t)) if asked).
 
-    Only the last T+1 positions go through the LM head (`logits_to_keep`), and logits are
+    Only the T positions that predict completion tokens go through the LM head, and logits are
     divided by the sampling temperature so the log-probs are those of the sampling policy.
     upcast_head computes the LM head in fp32 from the (e.g. bf16) hidden states. Log-probs are
     formed in `logprob_dtype` (fp32 by default; bf16 keeps Theorem 3's rounding on purpose);
-    the entropy is always exact fp32, whatever the model's dtype.
+    the entropy is always exact fp32, whatever the model's dtype. share_prompts: see
+    completion_outputs (each prompt computed once per group).
     """
     responses = batch.responses
-    length = responses.shape[1]
-    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                  use_cache=False)
+    share = share_prompts and not activation_checkpointing(model)  # HF turns the KV cache off under checkpointing
     if upcast_head:
-        hidden = model.get_decoder()(**inputs).last_hidden_state[:, -(length + 1):-1]
+        hidden = completion_outputs(model.get_decoder(), batch, share, "last_hidden_state")
         head = model.get_output_embeddings()
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             bias = None if head.bias is None else head.bias.float()
             logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
     else:
-        logits = model(**inputs, logits_to_keep=length + 1).logits[:, :-1]
+        logits = completion_outputs(model, batch, share, "logits")
     if temperature != 1.0:
         logits = logits / temperature
     if logprob_dtype != torch.float32:
@@ -235,6 +290,11 @@ class RLModule(L.LightningModule):
         rollout.extras["rewards"] = rewards
         return rollout, advantages, metrics
 
+    @property
+    def share_prompts(self) -> bool:
+        """trainer.share_prompt_prefix: forward passes compute each prompt once per group."""
+        return bool(self.cfg.trainer.get("share_prompt_prefix", False))
+
     def fused_old_logprobs(self) -> bool:
         """Whether the old log-probs and entropy come from the update's own forward pass instead of
         a separate no-grad pass: with one minibatch per epoch (and no dynamic sampling) the first
@@ -372,7 +432,7 @@ class RLModule(L.LightningModule):
         return response_token_stats(
             model, batch, self.cfg.rollout.temperature, self.cfg.monitor.chunk_size, with_entropy,
             logprob_dtype=torch.float32 if fp32 else dtype_of(prec.logprob_dtype, "precision.logprob_dtype"),
-            upcast_head=False if fp32 else bool(prec.upcast_head))
+            upcast_head=False if fp32 else bool(prec.upcast_head), share_prompts=self.share_prompts)
 
     def micro_batches(self, rollout: RolloutBatch, rows: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """(rows, completion width) of each micro-batch: rows sorted by length and cut by
@@ -536,7 +596,8 @@ class RLModule(L.LightningModule):
             mask = part.response_mask
             with self.activation_offload():
                 current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
-                                               self.cfg.monitor.chunk_size, with_entropy=need_entropy)
+                                               self.cfg.monitor.chunk_size, with_entropy=need_entropy,
+                                               share_prompts=self.share_prompts)
                 if fused and scale:  # this step starts at the rollout policy: old log-probs = current ones
                     extras["old_logprobs"][micro, :width] = current.logprobs.detach()
                     extras["entropy"][micro, :width] = current.entropy.detach()

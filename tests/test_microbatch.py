@@ -90,3 +90,43 @@ def test_token_budget_micro_batches_equal_whole_batch(make_config):
     whole = run_metrics(make_config, "algorithm.ppo_epochs=1", "trainer.micro_batch_tokens=null", "trainer.micro_batch_size=1000",
                         "run_name=whole")
     assert_same(small, whole, rel=1e-4)
+
+
+@pytest.mark.parametrize("upcast_head", [False, True])
+def test_shared_prompt_prefix_equals_full_forward(upcast_head):
+    """Computing each prompt once per group (its KV cache gathered to the group's rows) gives the
+    log-probs, entropy and parameter gradients of the plain forward pass over every row."""
+    from rlx.models import char_tokenizer, tiny_causal_lm
+    from rlx.module import response_token_stats
+    from rlx.rollout import sample_rollouts
+
+    tokenizer = char_tokenizer("0123456789+*T=:")
+    model = tiny_causal_lm(tokenizer, "qwen2", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                           max_position_embeddings=64, seed=5)
+    torch.manual_seed(0)
+    batch = sample_rollouts(model, tokenizer, ["T=17:", "T=5:", "T=123:"], 4, max_new_tokens=6)
+    from rlx.module import shared_prompt_rows
+
+    assert shared_prompt_rows(batch) is not None  # the shared path runs (3 prompts for 12 rows)
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        stats = response_token_stats(model, batch, 0.8, chunk_size=16, with_entropy=True, upcast_head=upcast_head,
+                                     share_prompts=share)
+        mask = batch.response_mask
+        ((stats.logprobs * mask).sum() + 0.3 * (stats.entropy * mask).sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((stats.logprobs * mask, stats.entropy * mask, grads))
+    for full, shared in zip(*results):
+        torch.testing.assert_close(shared, full, atol=2e-5, rtol=1e-4)
+
+
+def test_prompt_sharing_needs_identical_prompts():
+    from rlx.module import shared_prompt_rows
+
+    batch = padded_batch([2, 3, 4, 1])
+    batch.prompt_index = torch.tensor([0, 0, 1, 1])
+    assert shared_prompt_rows(batch) is None  # padded_batch gives every row different prompt ids
+    batch.input_ids[:, :batch.prompt_length] = batch.input_ids[0, :batch.prompt_length]
+    first, inverse = shared_prompt_rows(batch)
+    assert inverse.tolist() == [0, 0, 1, 1] and len(first) == 2
