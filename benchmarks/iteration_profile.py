@@ -149,6 +149,18 @@ def profile(iterations: int, warmup: int, cache_dir: str, overrides: list[str]) 
 
 
 # ------------------------------------------------------------------------------ scaling
+def executed_flops(params: int, seq_tokens: float, completion_tokens: float, shared_prompt_tokens: int,
+                   all_prompt_tokens: int, epochs: int, share_prompts: bool, fused: bool) -> float:
+    """Matrix-product FLOPs an iteration executes (2 per parameter per token forward, 4 backward):
+    generation = 2 N (prompt tokens once per prompt + completion tokens);
+    training = 6 N tokens per epoch, tokens = prompts once per prompt + completions with
+    share_prompts, else every row's padded prompt and completion (seq_tokens);
+    + 2 N tokens for the separate old-log-prob pass unless it is fused into the first step."""
+    train_tokens = shared_prompt_tokens + completion_tokens if share_prompts else seq_tokens
+    flops = 2 * params * (shared_prompt_tokens + completion_tokens) + 6 * params * train_tokens * epochs
+    return flops + (0 if fused else 2 * params * train_tokens)
+
+
 def iteration_seconds(overrides: list[str], iterations: int, warmup: int, cache_dir: str,
                       fixed_length: bool) -> dict:
     """Median seconds of rollout + update (monitors off) and the iteration's FLOP estimate."""
@@ -168,12 +180,14 @@ def iteration_seconds(overrides: list[str], iterations: int, warmup: int, cache_
         module.update_policy(rollout, advantages)
         if it >= warmup:
             times.append(time.perf_counter() - start)
-            tokens.append((float(rollout.attention_mask.sum()), float(rollout.response_mask.sum())))
+            prompts = len(torch.unique(rollout.prompt_index))
+            tokens.append((float(rollout.attention_mask.sum()), float(rollout.response_mask.sum()),
+                           prompts * rollout.prompt_length, len(rollout.completions) * rollout.prompt_length))
     module_mod.sampler_fn = sampler_fn
     params = sum(p.numel() for p in module.policy.get_decoder().layers.parameters())
-    seq_tokens, gen_tokens = statistics.median(t[0] for t in tokens), statistics.median(t[1] for t in tokens)
-    epochs = cfg.algorithm.ppo_epochs
-    flops = 2 * params * (gen_tokens + seq_tokens) + 6 * params * seq_tokens * epochs  # generate, old lp, train
+    flops = statistics.median(executed_flops(params, *t, cfg.algorithm.ppo_epochs, module.share_prompts,
+                                             module.fused_old_logprobs()) for t in tokens)
+    seq_tokens = statistics.median(t[0] for t in tokens)
     seconds = statistics.median(times)
     return {"s_per_iter": seconds, "params_M": params / 1e6, "tokens": seq_tokens, "gflop": flops / 1e9,
             "gflops_per_s": flops / 1e9 / seconds}
