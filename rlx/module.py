@@ -255,7 +255,7 @@ class RLModule(L.LightningModule):
         if use_sampler and "sampler_logprobs" not in rollout.extras:
             raise ValueError("precision.old_logprobs='sampler': this rollout backend returns no sampler log-probs")
         if self.fused_old_logprobs():  # filled by the update's forward pass (see fused_old_logprobs)
-            zeros = torch.zeros(rollout.response_mask.shape, device=rollout.response_mask.device)
+            zeros = torch.zeros(rollout.response_mask.shape, dtype=torch.float32, device=rollout.response_mask.device)
             rollout.extras["old_logprobs"], rollout.extras["entropy"] = zeros, zeros.clone()
             rollout.extras["trainer_logprobs"] = rollout.extras["old_logprobs"]
         else:

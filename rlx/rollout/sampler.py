@@ -72,7 +72,8 @@ def sample_rollouts(
         next_position = positions[:, -1].repeat_interleave(group_size) + 1
         n = len(prompt_texts) * group_size
         responses = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=model.device)
-        logprobs = torch.zeros(n, max_new_tokens, device=model.device) if return_logprobs else None
+        # explicit fp32: Lightning's bf16-true plugin makes bf16 the default dtype during a run
+        logprobs = torch.zeros(n, max_new_tokens, dtype=torch.float32, device=model.device) if return_logprobs else None
         alive = torch.arange(n, device=model.device)
         steps = 0
         for t in range(max_new_tokens):
