@@ -50,7 +50,7 @@ def shared_prompt_rows(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]
     unique, inverse = torch.unique(batch.prompt_index, return_inverse=True)
     if len(unique) == len(inverse):
         return None
-    first = torch.zeros(len(unique), dtype=torch.long).scatter_(0, inverse.flip(0), torch.arange(len(inverse)).flip(0))
+    first = torch.empty(len(unique), dtype=torch.long).scatter_(0, inverse, torch.arange(len(inverse)))  # any row of each
     if not torch.equal(prompt_ids[first][inverse], prompt_ids):
         return None
     return first, inverse
@@ -577,9 +577,8 @@ class RLModule(L.LightningModule):
         local = minibatch[(minibatch >= rank * n_local) & (minibatch < (rank + 1) * n_local)] - rank * n_local
         global_tokens = float(self.all_reduce(rollout.response_mask[local].sum().double()))
         kwargs = self.loss_kwargs()
-        fused = fill_old
         loss_entropy = alg.regulator.name == "repo_d" or kwargs.get("entropy_coeff", 0) > 0
-        need_entropy = fused or loss_entropy
+        need_entropy = fill_old or loss_entropy
         optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         micros = self.micro_batches(rollout, local)
@@ -598,7 +597,7 @@ class RLModule(L.LightningModule):
                 current = response_token_stats(self.policy, part, self.cfg.rollout.temperature,
                                                self.cfg.monitor.chunk_size, with_entropy=need_entropy,
                                                share_prompts=self.share_prompts)
-                if fused and scale:  # this step starts at the rollout policy: old log-probs = current ones
+                if fill_old and scale:  # this step starts at the rollout policy: old log-probs = current ones
                     extras["old_logprobs"][micro, :width] = current.logprobs.detach()
                     extras["entropy"][micro, :width] = current.entropy.detach()
                 extra = {"entropy": current.entropy} if loss_entropy else {}
