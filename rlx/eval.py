@@ -25,63 +25,18 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rlx.metrics import distinct_correct, pass_at_k
-from rlx.tasks.base import RewardStats, is_multi_turn, safe_rewards
+from rlx.build import compose, instantiate_task, policy_state, quiet_libraries, task_identity
+from rlx.config import ConfigError, validate
+from rlx.evaluation import evaluate
+from rlx.learner.sampling import PolicySampler
+from rlx.learner.token_stats import ForwardSettings
 
-SUCCESS_THRESHOLD = 1.0 - 1e-6
 USAGE = "usage: rlx-eval checkpoint=<last.ckpt | save_pretrained dir | base> [base=<dir>] [Hydra overrides]"
-
-
-# ----------------------------------------------------------------------------------- metrics
-def split_metrics(rewards: Sequence[float], completions: Sequence[str], n: int, ks: Sequence[int],
-                  answer_key: Callable[[str], str]) -> dict[str, float]:
-    """Metrics of one split whose rows are n samples per prompt, prompts contiguous:
-    pass_at_k/<k> = mean over prompts of the unbiased pass@k from (n, c correct);
-    pass_at_1 = fraction of correct samples; distinct_correct = mean over prompts of the number
-    of different correct answers (by answer_key); reward_mean = mean reward."""
-    if len(rewards) % n or len(rewards) != len(completions):
-        raise ValueError(f"{len(rewards)} rewards / {len(completions)} completions are not n={n} per prompt")
-    correct = [r >= SUCCESS_THRESHOLD for r in rewards]
-    prompts = len(rewards) // n
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"pass_at_k/{k}"] = float(np.mean([pass_at_k(n, sum(correct[p * n:(p + 1) * n]), k)
-                                               for p in range(prompts)]))
-    out["pass_at_1"] = float(np.mean(correct))
-    out["distinct_correct"] = float(np.mean([
-        distinct_correct(completions[p * n:(p + 1) * n], correct[p * n:(p + 1) * n], answer_key)
-        for p in range(prompts)]))
-    out["reward_mean"] = float(np.mean(rewards))
-    return out
-
-
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    """(sum(values * mask), sum(mask)): the parts of a token mean, to combine across batches."""
-    return float((values * mask).sum()), float(mask.sum())
-
-
-# ----------------------------------------------------------------------------------- checkpoints
-def policy_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """The policy's weights from an rlx Lightning checkpoint (the `policy.` entries of its
-    state_dict, prefix removed)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    weights = state.get("state_dict", state)
-    policy = {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
-    if not policy:
-        raise ValueError(f"{checkpoint}: no policy weights (expected an rlx-train checkpoint)")
-    return policy
-
-
-def load_policy_weights(policy: torch.nn.Module, checkpoint: str | Path) -> None:
-    """Load an rlx checkpoint's policy weights into `policy` (same architecture; LoRA already
-    applied when the checkpoint has adapters). Every weight must match: strict loading."""
-    policy.load_state_dict(policy_state(checkpoint), strict=True)
 
 
 def checkpoint_base_dir(checkpoint: Path, tracking_uri: str) -> str | None:
@@ -99,94 +54,44 @@ def checkpoint_base_dir(checkpoint: Path, tracking_uri: str) -> str | None:
 
 
 def load_for_eval(cfg: DictConfig, task, checkpoint: str, base: str | None):
-    """(policy, tokenizer, description) for `checkpoint`: "base", a save_pretrained directory or
-    a .ckpt file (architecture from `base`, the run's base_policy tag, or the config's base)."""
+    """(policy, tokenizer, description, architecture directory) for `checkpoint`: "base", a
+    save_pretrained directory or a .ckpt file (architecture from `base`, the run's base_policy
+    tag, or the config's base)."""
     from rlx.models import load_pretrained, prepare_policy
-    from rlx.train import task_identity
     from rlx.warmstart import base_policy
 
     def config_base():
-        return base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart, cfg.cache_dir)[:2]
+        return base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart, cfg.cache_dir)
 
     if checkpoint == "base":
-        policy, tokenizer = config_base()
-        return policy, tokenizer, "base policy"
+        policy, tokenizer, base_dir = config_base()
+        return policy, tokenizer, "base policy", str(base_dir)
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         policy, tokenizer = load_pretrained(str(path))
-        return policy, tokenizer, str(path)
+        return policy, tokenizer, str(path), str(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint={checkpoint!r}: no such file or directory")
     base = base or checkpoint_base_dir(path, cfg.logger.tracking_uri)
-    policy, tokenizer = load_pretrained(base) if base else config_base()
+    if base:
+        (policy, tokenizer), base_dir = load_pretrained(base), base
+    else:
+        policy, tokenizer, base_dir = config_base()
     state = policy_state(path)
     if any("lora_" in k for k in state):
         policy = prepare_policy(policy, tokenizer, cfg.model)
     policy.load_state_dict(state, strict=True)
-    return policy, tokenizer, str(path)
+    return policy, tokenizer, str(path), str(base_dir)
 
 
 # ----------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def sample_split(policy, tokenizer, task, prompts, cfg: DictConfig, format_prompt: Callable[[str], str]):
-    """(rollout batches, rewards, completions) for n samples per prompt, in chunks of prompts."""
-    from rlx.rollout import sampler_fn
-    from rlx.rollout.multiturn import run_episodes
-
-    ro, n = cfg.rollout, cfg.eval.samples_per_prompt
-    chunk = max(1, int(cfg.eval.get("batch_size", 256)) // n)
-    batches, rewards, completions = [], [], []
-    for start in range(0, len(prompts), chunk):
-        part = prompts[start:start + chunk]
-        if is_multi_turn(task):
-            batch = run_episodes(policy, tokenizer, task, part, n, ro.max_new_tokens, ro.temperature, ro.top_k,
-                                 ro.top_p)
-            rewards += batch.extras["episode_rewards"]
-        else:
-            sample = sampler_fn(ro.get("sampler", "generate"))
-            batch = sample(policy, tokenizer, [format_prompt(p.text) for p in part], n, ro.max_new_tokens,
-                           ro.temperature, ro.top_k, ro.top_p)
-            rewards += safe_rewards(task, [part[i] for i in batch.prompt_index.tolist()], batch.completions,
-                                    RewardStats())
-        batches.append(batch)
-        completions += batch.completions
-    return batches, rewards, completions
-
-
-@torch.no_grad()
-def batch_entropy(policy, batches, cfg: DictConfig) -> float:
-    """Token-mean exact entropy (fp32) of the policy over the policy tokens of the batches."""
-    from rlx.module import response_token_stats
-
-    total = count = 0.0
-    size = cfg.trainer.micro_batch_size
-    for batch in batches:
-        for i in range(0, len(batch.completions), size):
-            part = batch.select(torch.arange(i, min(i + size, len(batch.completions))))
-            stats = response_token_stats(policy, part, cfg.rollout.temperature, cfg.monitor.chunk_size, True)
-            s, c = masked_token_mean(stats.entropy, part.response_mask)
-            total, count = total + s, count + c
-    return total / max(count, 1.0)
-
-
-def evaluate_policy(policy, tokenizer, task, cfg: DictConfig) -> tuple[dict[str, float], str]:
-    """Metrics `<split>/...` over every evaluation split, and the samples as TSV text."""
-    from rlx.models import prompt_formatter
-
+def evaluate_policy(policy, tokenizer, task, cfg: DictConfig, engine=None) -> tuple[dict[str, float], str]:
+    """Metrics `<split>/...` (entropy included) over every evaluation split, and the samples as TSV:
+    the same sampler, sampler dtype and rollout engine as training (rlx.evaluation.evaluate)."""
     policy.eval()
     torch.manual_seed(cfg.seed)
-    format_prompt = prompt_formatter(tokenizer, cfg.get("model"))
-    n = cfg.eval.samples_per_prompt
-    metrics: dict[str, float] = {}
-    lines = ["split\tprompt\tcompletion\treward"]
-    for split, prompts in task.eval_prompts().items():
-        batches, rewards, completions = sample_split(policy, tokenizer, task, prompts, cfg, format_prompt)
-        for key, value in split_metrics(rewards, completions, n, list(cfg.eval.k), task.answer_key).items():
-            metrics[f"{split}/{key}"] = value
-        metrics[f"{split}/entropy"] = batch_entropy(policy, batches, cfg)
-        for row in range(0, len(completions), max(1, n // 2)):
-            lines.append(f"{split}\t{prompts[row // n].text!r}\t{completions[row]!r}\t{rewards[row]:.2f}")
-    return metrics, "\n".join(lines) + "\n"
+    sampler = PolicySampler(policy, tokenizer, task, cfg, engine)
+    return evaluate(sampler, task, cfg.eval, cfg.logger.log_generations, ForwardSettings.from_config(cfg))
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -202,17 +107,6 @@ def split_arguments(argv: Sequence[str]) -> tuple[str | None, str | None, list[s
         else:
             overrides.append(arg)
     return checkpoint, base, overrides
-
-
-def compose(overrides: Sequence[str]) -> DictConfig:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from rlx.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def log_to_mlflow(cfg: DictConfig, checkpoint: str, described: str, metrics: dict[str, float],
@@ -246,17 +140,20 @@ def log_to_mlflow(cfg: DictConfig, checkpoint: str, described: str, metrics: dic
 
 def run_eval(checkpoint: str, base: str | None, overrides: Sequence[str]) -> dict[str, float]:
     """Compose, load, evaluate, log; returns the metrics."""
-    from rlx.config import validate
-    from rlx.train import instantiate_task, quiet_libraries
-
     cfg = compose(overrides)
-    validate(cfg)
+    checked = validate(cfg)
+    cfg = cfg if checked is None else checked
     quiet_libraries()
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     task = instantiate_task(cfg.task)
-    policy, tokenizer, described = load_for_eval(cfg, task, checkpoint, base)
-    metrics, samples = evaluate_policy(policy, tokenizer, task, cfg)
+    policy, tokenizer, described, model_dir = load_for_eval(cfg, task, checkpoint, base)
+    engine = None
+    if cfg.rollout.backend == "vllm":  # samples from the loaded policy (its weights are synced in)
+        from rlx.rollout.vllm import VLLMRollout
+
+        engine = VLLMRollout(cfg.rollout, cfg.model, model_dir)
+    metrics, samples = evaluate_policy(policy, tokenizer, task, cfg, engine)
     run_id = log_to_mlflow(cfg, checkpoint, described, metrics, samples)
     width = max(len(k) for k in metrics)
     print(f"rlx-eval: {described} on task {cfg.task.name} (n={cfg.eval.samples_per_prompt} per prompt)")
@@ -269,8 +166,6 @@ def run_eval(checkpoint: str, base: str | None, overrides: Sequence[str]) -> dic
 def main(argv: Sequence[str] | None = None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from rlx.config import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):

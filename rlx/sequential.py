@@ -29,7 +29,10 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rlx.build import sweep_id_of
 from rlx.config import ConfigError
+from rlx.run import run_rl
+from rlx.tracking import run_tags
 
 PHASE_TAG = "sequential_phase"
 
@@ -146,9 +149,6 @@ def open_parent(cfg: DictConfig, tags: dict[str, str]):
 def run_sequential(cfg: DictConfig) -> dict[str, float]:
     """Phase A, then phase B from A's last checkpoint, under one parent run; returns phase B's
     last metrics with the sequential/ summaries."""
-    from rlx.train import sweep_id_of, train
-    from rlx.tracking import run_tags
-
     if cfg.resume:
         raise ConfigError(f"resume={cfg.resume!r}: experiment=sequential cannot resume; rerun it")
     seq = cfg.sequential
@@ -156,10 +156,10 @@ def run_sequential(cfg: DictConfig) -> dict[str, float]:
     cfg_b = phase_config(cfg, "B", phase_b_overrides(cfg), int(seq.phase_b_steps))
     client, experiment_id, parent_id = open_parent(cfg, run_tags(cfg, sweep_id_of(cfg)))
     try:
-        train(cfg_a, extra_tags={"mlflow.parentRunId": parent_id, PHASE_TAG: "A"})
+        run_rl(cfg_a, extra_tags={"mlflow.parentRunId": parent_id, PHASE_TAG: "A"})
         run_a = child_run(client, experiment_id, parent_id, "A")
         checkpoint = Path(cfg_a.checkpoint.dir) / run_a.info.run_id / "last.ckpt"
-        final_b = train(cfg_b, init_checkpoint=checkpoint, base_task_cfg=cfg_a.task,
+        final_b = run_rl(cfg_b, init_checkpoint=checkpoint, base_task_cfg=cfg_a.task,
                         extra_tags={"mlflow.parentRunId": parent_id, PHASE_TAG: "B",
                                     "init_checkpoint": str(checkpoint)})
         run_b = child_run(client, experiment_id, parent_id, "B")

@@ -1,4 +1,5 @@
-"""`rlx-train`: compose the config, build task, base policy, module and trainer, and fit.
+"""`rlx-train`: compose the config (Hydra), then run one RL experiment (rlx.run) or, with
+experiment=sequential, two phases (rlx.sequential).
 
     rlx-train algorithm=grpo seed=1
     rlx-train --multirun algorithm=grpo,repo_r seed=0,1,2
@@ -7,254 +8,27 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import hydra
-import lightning as L
-import torch
-import transformers
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig
 
-from rlx.callbacks import IterationProgress
-from rlx.config import CONF_DIR, ConfigError, register_resolvers, validate
-from rlx.models import prepare_policy, validate_model_cfg
-from rlx.module import RLModule
-from rlx.precision import lightning_precision
-from rlx.tracking import config_params, flush_metrics, make_logger, run_tags, ui_hint
-from rlx.warmstart import base_policy
+from rlx.config import CONF_DIR, ConfigError, register_resolvers
+from rlx.run import run_rl
+from rlx.sequential import run_sequential
 
 register_resolvers()
-log = logging.getLogger(__name__)
-
-TRAINER_TASK_KEYS = ("prompts_per_step", "warmstart")
-
-
-def quiet_libraries() -> None:
-    """Silence warnings that are noise for a one-batch-per-epoch RL loop."""
-    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*module\\(s\\) in eval mode.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-
-
-def instantiate_task(task_cfg: DictConfig):
-    """The task object from task._target_, without the trainer-side keys. A task constructor's
-    ConfigError (bad path, missing package) comes out as itself, not wrapped by Hydra."""
-    from hydra.errors import InstantiationException
-
-    ctor = {k: v for k, v in OmegaConf.to_container(task_cfg, resolve=True).items() if k not in TRAINER_TASK_KEYS}
-    try:
-        return hydra.utils.instantiate(ctor)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, ConfigError):
-            raise exc.__cause__ from None
-        raise
-
-
-def task_identity(task_cfg: DictConfig) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(task_cfg, resolve=True).items() if k not in TRAINER_TASK_KEYS}
-
-
-def sweep_id_of(cfg: DictConfig) -> str | None:
-    """cfg.sweep_id, else the sweep directory of a Hydra multirun (None for a single run)."""
-    if cfg.sweep_id:
-        return str(cfg.sweep_id)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return str(HydraConfig.get().sweep.dir)
-    return None
-
-
-def find_checkpoint(resume: str, checkpoint_dir: str) -> Path:
-    """A checkpoint path, or for "last" the newest last.ckpt under checkpoint_dir."""
-    if resume != "last":
-        path = Path(resume)
-        if not path.is_file():
-            raise ConfigError(f"resume={resume!r}: no such checkpoint file")
-        return path
-    candidates = sorted(Path(checkpoint_dir).glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"resume='last': no last.ckpt under checkpoint.dir={checkpoint_dir!r}")
-    return candidates[-1]
-
-
-def checkpoint_run_id(path: Path) -> str | None:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state.get("rlx", {}).get("mlflow_run_id")
-
-
-def log_run_files(logger, cfg: DictConfig, base_dir: Path) -> None:
-    """Params (flattened config), the resolved YAML and the base policy's location."""
-    logger.log_hyperparams(config_params(cfg))
-    client, run_id = logger.experiment, logger.run_id
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-    client.set_tag(run_id, "base_policy", str(base_dir))
-
-
-def log_curves(logger) -> None:
-    """The run's own entropy and reward curves as a PNG artifact."""
-    try:
-        from rlx.plots import plot_run_curves
-    except ImportError:
-        return
-    client, run_id = logger.experiment, logger.run_id
-    history = {
-        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-        for key in ("train/entropy", "train/reward_mean", "train/entropy_change_pct")
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_run_curves(history, Path(tmp) / "curves.png")
-        client.log_artifact(run_id, str(path), "plots")
-
-
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
-
-
-def world_size(trainer_cfg: DictConfig) -> int:
-    """Processes of a run: trainer.devices x trainer.num_nodes (1 for devices=auto / -1 on one CPU)."""
-    devices = trainer_cfg.devices
-    return int(devices) * int(trainer_cfg.get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else 1
-
-
-def make_strategy(trainer_cfg: DictConfig):
-    """The Lightning strategy of trainer.strategy: a name (auto, ddp, fsdp, ...) or, for FSDP with
-    options, a node {name: fsdp, wrap: [decoder layer classes, dotted], ...FSDPStrategy kwargs}."""
-    strategy = trainer_cfg.get("strategy", "auto")
-    if not OmegaConf.is_dict(strategy):
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"trainer.strategy={strategy!r}: allowed {list(STRATEGIES)} or an fsdp node")
-        return strategy
-    options = OmegaConf.to_container(strategy, resolve=True)
-    if options.pop("name", None) != "fsdp":
-        raise ConfigError(f"trainer.strategy={options!r}: a strategy node must have name: fsdp")
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    wrap = options.pop("wrap", None) or []
-    layers = {hydra.utils.get_class(name) for name in wrap}  # e.g. transformers.models.qwen3.modeling_qwen3.Qwen3DecoderLayer
-    return FSDPStrategy(auto_wrap_policy=layers or None, **options)
-
-
-def validate_trainer(cfg: DictConfig) -> None:
-    """Checks of the trainer group that can fail before any model is built."""
-    strategy = cfg.trainer.get("strategy", "auto")
-    name = strategy.get("name") if OmegaConf.is_dict(strategy) else strategy
-    if name not in STRATEGIES or (OmegaConf.is_dict(strategy) and name != "fsdp"):
-        raise ConfigError(f"trainer.strategy={name!r}: allowed {list(STRATEGIES)} (a node needs name: fsdp)")
-    world = world_size(cfg.trainer)
-    if cfg.task.prompts_per_step % world:
-        raise ConfigError(f"task.prompts_per_step={cfg.task.prompts_per_step}: must be divisible by the number "
-                          f"of processes (trainer.devices x trainer.num_nodes = {world}); each rank samples whole groups")
-    launched_externally = any(key in os.environ for key in ("RANK", "SLURM_PROCID"))  # torchrun / srun
-    if world > 1 and not launched_externally and HydraConfig.initialized() and \
-            HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise ConfigError(f"trainer.devices x trainer.num_nodes = {world} inside a --multirun job: Lightning would "
-                          "start the ranks from the sweep's own process tree; use hydra/launcher=slurm (one task per "
-                          "device, ranks from SLURM) or run each job with torchrun --nproc-per-node")
-    if cfg.rollout.get("backend", "hf") == "vllm":
-        from rlx.rollout.vllm import check_vllm
-
-        try:
-            check_vllm(cfg.trainer.accelerator)
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from exc
 
 
 def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_cfg: DictConfig | None = None,
           extra_tags: dict[str, str] | None = None, callbacks: list | None = None) -> dict[str, float]:
-    """Run one RL experiment and return its last metrics (plus summaries).
-
-    callbacks: extra Lightning callbacks for the Trainer (e.g. the benchmarks' iteration timer).
-
-    experiment=sequential (a `sequential` node) runs two phases instead (rlx.sequential), which
-    call back here with init_checkpoint (start from that checkpoint's policy weights),
-    base_task_cfg (the task whose base policy gives architecture and tokenizer) and extra_tags."""
+    """Run the experiment `cfg` describes and return its last metrics (plus summaries): one RL
+    run (rlx.run.run_rl, which takes the keyword arguments), or both phases of experiment=sequential."""
     if cfg.get("sequential") is not None:
-        from rlx.sequential import run_sequential
-
         return run_sequential(cfg)
-    validate(cfg)
-    try:
-        validate_model_cfg(cfg.model)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    validate_trainer(cfg)
-    quiet_libraries()
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-
-    ckpt_path, run_id = None, None
-    if cfg.resume:
-        ckpt_path = find_checkpoint(str(cfg.resume), cfg.checkpoint.dir)
-        run_id = checkpoint_run_id(ckpt_path)
-
-    task = instantiate_task(cfg.task)
-    base_cfg = cfg.task if base_task_cfg is None else base_task_cfg
-    base_task = task if base_task_cfg is None else instantiate_task(base_task_cfg)
-    policy, tokenizer, base_dir = base_policy(base_task, task_identity(base_cfg), cfg.model, base_cfg.warmstart,
-                                              cfg.cache_dir)
-    policy = prepare_policy(policy, tokenizer, cfg.model, cfg.trainer)  # LoRA adapters, gradient checkpointing
-    if init_checkpoint is not None:
-        from rlx.eval import load_policy_weights
-
-        load_policy_weights(policy, init_checkpoint)
-    # Only rank 0 talks to MLflow (even opening the store writes to it); the rank comes from the
-    # launcher's environment (RANK / LOCAL_RANK / SLURM_PROCID) before torch.distributed starts.
-    rank_zero = rank_zero_only.rank == 0
-    tags = {**run_tags(cfg, sweep_id_of(cfg)), **(extra_tags or {})}
-    logger = make_logger(cfg, tags, run_id=run_id) if rank_zero else None
-    if ckpt_path is None and logger is not None:
-        log_run_files(logger, cfg, base_dir)
-    engine = None
-    if cfg.rollout.get("backend", "hf") == "vllm":
-        from rlx.rollout.vllm import VLLMRollout
-
-        engine = VLLMRollout(cfg.rollout, cfg.model, base_dir)
-    module = RLModule(policy, tokenizer, task, cfg, rollout_engine=engine)
-    # other ranks get rank 0's directory (ModelCheckpoint broadcasts it at setup)
-    run_dir = logger.run_id if logger is not None else f"rank{rank_zero_only.rank}"
-    checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / run_dir, filename="iteration-{epoch}",
-                                  every_n_epochs=cfg.checkpoint.every, save_last=True, save_top_k=1,
-                                  save_on_train_epoch_end=True)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_steps,  # one epoch = one RL iteration (one rollout batch)
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.get("num_nodes", 1),
-        strategy=make_strategy(cfg.trainer),
-        **lightning_precision(cfg.precision.trainer_precision, cfg.trainer.accelerator),
-        logger=logger if logger is not None else False,
-        callbacks=[checkpoints, IterationProgress(), *(callbacks or [])],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        log_every_n_steps=1,
-        reload_dataloaders_every_n_epochs=0,
-    )
-    if rank_zero:
-        print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
-              f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
-    # Seed last: a warm-start trained in this process must not shift the RL run's random stream.
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
-
-    summary = module.summary_metrics()
-    if logger is not None:
-        if summary:
-            logger.log_metrics(summary, step=cfg.trainer.max_steps)
-        flush_metrics(logger)  # the curves below read them back
-        log_curves(logger)
-        print(ui_hint(logger))
-    return {**module.last_metrics, **summary}
+    return run_rl(cfg, init_checkpoint=init_checkpoint, base_task_cfg=base_task_cfg, extra_tags=extra_tags,
+                  callbacks=callbacks)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
