@@ -3,10 +3,11 @@
 Each controller holds a target entropy, set once from the iteration-0 entropy:
     target = entropy0 * target_ratio     (set_target)
 and moves one knob toward it on every `update(measured_entropy)`, returning the knob's new value:
-  ZetaController                 REPO's signed zeta (entropy-preserving-rl.md section 3)
-  ClipHighController             ADAPO's eps_high (section 4)
-  AdaptiveEntropyCoefController  Skywork-OR1's entropy-bonus coefficient (section 5)
+  ZetaController                 REPO's signed zeta
+  ClipHighController             ADAPO's eps_high
+  AdaptiveEntropyCoefController  Skywork-OR1's entropy-bonus coefficient
 state_dict() / load_state_dict() round-trip everything that changes during training.
+The rules, and what entropy the trainer feeds them, are in docs/method.md, "Controllers".
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class _TargetController:
 
 
 class ZetaController(_TargetController):
-    """REPO's signed zeta, doubled / halved once per iteration (section 3):
+    """REPO's signed zeta, doubled / halved once per iteration (docs/method.md, "Controllers"):
 
     H < target (push up):   zeta > 0: zeta = min(2 zeta, zeta_max);  zeta = 0: zeta = zeta_min;
                             zeta < 0: zeta = zeta / 2, and if |zeta| < zeta_min: zeta = +zeta_min
@@ -122,7 +123,8 @@ class ZetaController(_TargetController):
 
 
 class ClipHighController(_TargetController):
-    """ADAPO: move DAPO's eps_high both ways toward the target entropy (section 4, our choice).
+    """ADAPO: move DAPO's eps_high both ways toward the target entropy (our choice of step rule;
+    docs/method.md, "Controllers").
 
     H < target - dead_band: eps_high *= factor   (mode="additive": += step)
     H > target + dead_band: eps_high /= factor   (mode="additive": -= step)
@@ -165,8 +167,9 @@ class ClipHighController(_TargetController):
 
 
 class AdaptiveEntropyCoefController(_TargetController):
-    """Skywork-OR1 adaptive entropy coefficient: c += delta while H < target, c -= delta
-    otherwise, clamped to [coef_min, coef_max]. The bonus is applied only below target:
+    """Skywork-OR1 adaptive entropy coefficient: c += delta while H < target, c -= delta while
+    H > target (unchanged at equality), clamped to [coef_min, coef_max]. The bonus is applied
+    only below target:
     update() returns `effective_coef` = c if the last measured H < target, else 0.
     Defaults (our choice): delta = 0.005 (Skywork-OR1's), coef_max = 0.1.
     """

@@ -1,8 +1,8 @@
-"""Evaluation statistics: unbiased pass@k and distinct correct answers."""
+"""Evaluation statistics: unbiased pass@k, distinct correct answers, Pearson correlation."""
 
 from __future__ import annotations
 
-from math import comb
+from math import comb, isfinite, nan, sqrt
 from typing import Callable, Sequence
 
 
@@ -22,14 +22,31 @@ def distinct_correct(completions: Sequence[str], correct: Sequence[bool], key: C
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Pearson correlation of two equally long sequences; nan with fewer than 3 points or no spread."""
-    n = len(xs)
+    """Pearson correlation of paired samples (x_i, y_i):
+
+        r = sum_i (x_i - mx)(y_i - my) / sqrt(sum_i (x_i - mx)^2 * sum_i (y_i - my)^2)
+
+    over the pairs whose two values are both finite (a pair holding NaN or inf is dropped, not
+    propagated); mx, my are the means over those pairs. Always a float in [-1, 1], or nan when r
+    says nothing:
+      * fewer than 3 finite pairs (two points always give r = +-1);
+      * no spread: every x equal or every y equal (tested on the values themselves, so the
+        rounding of the mean cannot turn a constant series into a spurious r).
+    xs and ys of different lengths: ValueError.
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"pearson needs paired samples: got {len(xs)} xs and {len(ys)} ys")
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if isfinite(x) and isfinite(y)]
+    n = len(pairs)
     if n < 3:
-        return float("nan")
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
-        return float("nan")
-    return sxy / (sxx * syy) ** 0.5
+        return nan
+    px, py = [x for x, _ in pairs], [y for _, y in pairs]
+    if min(px) == max(px) or min(py) == max(py):
+        return nan
+    mx, my = sum(px) / n, sum(py) / n
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sxx = sum((x - mx) ** 2 for x in px)
+    syy = sum((y - my) ** 2 for y in py)
+    if sxx * syy == 0:  # spreads so small their product underflows
+        return nan
+    return max(-1.0, min(1.0, sxy / sqrt(sxx * syy)))

@@ -98,10 +98,6 @@ def load_pretrained(path: str, dtype: torch.dtype = torch.float32):
     return model, tokenizer
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # --------------------------------------------------------------------------- pretrained checkpoints
 # Model config keys that shape the weights of a model built from config (the warm-start cache key);
 # the rest (LoRA, chat template, memory switches) change how the weights are used, not what they are.

@@ -22,6 +22,8 @@ from pathlib import Path
 # figures left open in pyplot's registry.
 from matplotlib.figure import Figure
 
+from rlx.metrics import pearson
+
 History = list[tuple[int, float]]
 Run = dict[str, History]
 
@@ -78,21 +80,6 @@ def group_curve(histories: list[History]) -> tuple[list[int], list[float], list[
         means.append(mean)
         ses.append(se if se is not None else 0.0)
     return steps, means, ses
-
-
-def pearson(xs: list[float], ys: list[float]) -> float | None:
-    """Pearson correlation of paired samples; None with fewer than 2 pairs or zero variance."""
-    pairs = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) < 2:
-        return None
-    mx = sum(x for x, _ in pairs) / len(pairs)
-    my = sum(y for _, y in pairs) / len(pairs)
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    sxx = sum((x - mx) ** 2 for x, _ in pairs)
-    syy = sum((y - my) ** 2 for _, y in pairs)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
 
 
 def paired_by_step(a: History, b: History) -> tuple[list[float], list[float]]:
@@ -289,7 +276,7 @@ def plot_theorem1(groups: dict[str, list[Run]], path: str | Path) -> Path | None
     lo, hi = math.inf, -math.inf
     for label, (xs, ys) in points.items():
         r = pearson(xs, ys)
-        r_text = "n/a" if r is None else f"{r:+.2f}"
+        r_text = "n/a" if math.isnan(r) else f"{r:+.2f}"
         ax.scatter(xs, ys, s=10, alpha=0.6, label=f"{label} (r = {r_text}, {len(xs)} pts)")
         finite = [v for v in xs + ys if math.isfinite(v)]
         if finite:

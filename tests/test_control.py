@@ -8,7 +8,7 @@ from rlx.control import AdaptiveEntropyCoefController, ClipHighController, ZetaC
 
 
 def _zeta_rule(z, h, target, lo, hi):
-    """The rule of entropy-preserving-rl.md section 3, written out case by case."""
+    """The ZetaController rule of docs/method.md ("ZetaController"), written out case by case."""
     if h < target:
         if z > 0:
             return min(2 * z, hi)

@@ -38,4 +38,39 @@ def test_distinct_correct_counts_unique_correct_answers():
 def test_pearson():
     assert pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
     assert pearson([1, 2, 3, 4], [8, 6, 4, 2]) == pytest.approx(-1.0)
-    assert math.isnan(pearson([1, 2], [1, 2]))
+    xs, ys = [0.1, -0.3, 0.7, 0.2, -0.5], [1.0, 0.2, 0.9, 0.4, 0.1]
+    mx, my = sum(xs) / 5, sum(ys) / 5
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    assert pearson(xs, ys) == pytest.approx(sxy / math.sqrt(sxx * syy), rel=1e-12)
+    assert pearson(xs, ys) == pytest.approx(pearson(ys, xs), rel=1e-12)
+    assert pearson(xs, [2 * y + 7 for y in ys]) == pytest.approx(pearson(xs, ys), rel=1e-12)
+
+
+@pytest.mark.parametrize("xs, ys", [([], []), ([1.0], [2.0]), ([1.0, 2.0], [1.0, 2.0]), ([1.0, 2.0], [2.0, 1.0])])
+def test_pearson_is_nan_with_fewer_than_three_points(xs, ys):
+    assert math.isnan(pearson(xs, ys))
+
+
+@pytest.mark.parametrize("xs, ys", [
+    ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]),  # no spread in x
+    ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]),  # no spread in y
+    ([0.1, 0.1, 0.1], [1.0, 2.0, 4.0]),  # constant, but its float mean is not exactly 0.1
+    ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
+])
+def test_pearson_is_nan_without_spread(xs, ys):
+    assert math.isnan(pearson(xs, ys))
+
+
+def test_pearson_drops_non_finite_pairs():
+    nan, inf = float("nan"), float("inf")
+    assert pearson([1, 2, nan, 3, 4], [2, 4, 0, 6, 8]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3, 4], [8, inf, 4, 2]) == pytest.approx(-1.0)
+    assert math.isnan(pearson([1, 2, nan], [1, 2, 3]))  # 2 finite pairs left
+
+
+def test_pearson_stays_in_range_and_rejects_unpaired_input():
+    xs = [1e-3 * i for i in range(50)]
+    assert -1.0 <= pearson(xs, [3 * x + 1e-9 for x in xs]) <= 1.0
+    with pytest.raises(ValueError, match="paired"):
+        pearson([1, 2, 3], [1, 2])

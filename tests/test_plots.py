@@ -37,13 +37,6 @@ def test_group_curve_ignores_non_finite_and_keeps_last_duplicate():
     assert steps == [0] and means == [5.0]
 
 
-def test_pearson():
-    assert plots.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
-    assert plots.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert plots.pearson([1], [1]) is None
-    assert plots.pearson([1, 1], [1, 2]) is None
-
-
 def test_pass_at_k_finals_uses_pass_at_1_for_k1():
     finals = {"eval/pass_at_1": 0.4, "eval/pass_at_k/8": 0.9, "eval/pass_at_k/16": 1.0,
               "train/entropy": 0.5}
@@ -105,3 +98,13 @@ def test_plot_run_curves_tolerates_missing_metrics(tmp_path):
     path = plots.plot_run_curves({"train/entropy": [(0, 0.9), (1, 0.8)]}, str(tmp_path / "c.png"))
     assert _is_png(path)
     assert _is_png(plots.plot_run_curves({}, tmp_path / "empty.png"))
+
+
+def test_plot_theorem1_without_a_correlation(tmp_path):
+    """A group with too few points for a correlation (rlx.metrics.pearson gives nan) is still
+    drawn, with r = n/a in its legend."""
+    groups = {"short": [{"train/entropy_pred_delta": [(1, -0.01), (2, 0.02)],
+                         "train/entropy_meas_delta": [(1, -0.03), (2, 0.01)]}],
+              "long": _group([0.0])}
+    path = plots.plot_theorem1(groups, tmp_path / "t1.png")
+    assert path == tmp_path / "t1.png" and _is_png(path)

@@ -164,7 +164,7 @@ def test_decorrelating_beta_cancels_first_order_change(per_state):
 
 
 def test_repo_d_adds_the_predicted_beta_term():
-    """A_d = A - beta L adds +eta * beta * E[pi L^2] to the change (section 2, 'useful consequence')."""
+    """A_d = A - beta L adds +eta * beta * E[pi L^2] to the change (docs/method.md, "REPO-D")."""
     theta, q = policy(5, s=3)
     # make the policy calibrated so the prediction is a decrease and beta > 0
     a = centred(theta.detach() + 0.3 * q, theta)

@@ -2,7 +2,7 @@
 transforms, fp32 chunked entropy / log-probs and the Theorem 1 prediction.
 
 No Lightning, no Hydra: import it into any trainer. Formulas are in each function's docstring
-and in docs/entropy-preserving-rl.md.
+and, all together with where the trainer calls them, in docs/method.md.
 """
 
 from .advantages import (
@@ -17,7 +17,7 @@ from .advantages import (
 )
 from .aggregation import LOSS_AGG_MODES, aggregate_loss, count_seqs, count_tokens
 from .entropy import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
-from .kl import kl_penalty
+from .kl import KL_TYPES, kl_penalty
 from .losses import (
     POLICY_LOSSES,
     cispo_loss,
@@ -35,7 +35,7 @@ from .losses import (
 from .repo import decorrelating_beta, predicted_entropy_change, repo_d, repo_r
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS", "LOSS_AGG_MODES", "POLICY_LOSSES",
+    "ADVANTAGE_ESTIMATORS", "KL_TYPES", "LOSS_AGG_MODES", "POLICY_LOSSES",
     "cispo_loss", "clip_cov_loss", "entropy_bonus", "gspo_loss", "kl_cov_loss", "kl_loss", "loop_loss",
     "advantage_keys", "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
     "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",

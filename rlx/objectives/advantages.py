@@ -1,4 +1,4 @@
-"""Outcome-reward advantage estimators for grouped samples.
+"""Outcome-reward advantage estimators for grouped samples (docs/method.md, "Advantages").
 
 Rewards come as a flat tensor [B] with B = n_groups * group_size; the samples of one prompt are
 contiguous: group g is rows [g*G : (g+1)*G]. Every estimator returns [B] (one scalar per

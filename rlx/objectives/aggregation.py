@@ -47,7 +47,9 @@ def aggregate_loss(
       seq-mean-token-sum      : sum_i (sum_t m l) / S
       seq-mean-token-sum-norm : sum_i (sum_t m l) / (S * max_response_length)   (Dr.GRPO)
     max_response_length defaults to T; pass it explicitly when micro-batches are padded to
-    different lengths. Fully masked rows contribute 0; an empty batch gives 0 (not NaN).
+    different lengths. seq-mean-token-sum-norm divides by S as Dr.GRPO's paper and TRL's
+    dr_grpo do; verl's mode of that name divides by max_response_length only (S times larger).
+    Fully masked rows contribute 0; an empty batch gives 0 (not NaN).
     Masked entries of loss_mat may hold anything (inf, NaN): they are excluded with `where`.
     """
     if mode not in LOSS_AGG_MODES:

@@ -9,6 +9,8 @@ from ._checks import check_same_shape
 KL_KINDS = ("k1", "k2", "k3")
 # verl's kl_loss_type spellings for the same estimators
 KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
+# every name kl_penalty(kind=...) accepts (algorithm.kl_loss_type)
+KL_TYPES = KL_KINDS + tuple(KL_ALIASES)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:

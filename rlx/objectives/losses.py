@@ -1,4 +1,5 @@
-"""Policy-gradient losses: small pure functions, one per objective, in a name -> fn registry.
+"""Policy-gradient losses: small pure functions, one per objective, in a name -> fn registry
+(all together in docs/method.md, "Policy losses").
 
 Every loss has the signature
     fn(logprobs[B,T], old_logprobs[B,T], advantages[B,T] or [B], mask[B,T], *, <its cfg keys>)
@@ -342,6 +343,10 @@ def policy_loss(
     Unknown name -> ValueError listing the names; a cfg key the loss does not take -> TypeError
     listing the keys it does take. metrics: the loss's own, plus pg_loss, and entropy (agg of H)
     when `entropy` is given, kl_ref when `ref_logprobs` is given.
+    Combining micro-batch calls made with whole-batch global_tokens / global_seqs: pg_loss,
+    entropy and kl_ref are this call's share of the whole-batch value (SUM them); the fraction
+    and mean metrics (clipfrac_*, ratio_mean, approx_kl) are over this call's tokens (weight
+    them by its token count).
     """
     try:
         fn = POLICY_LOSSES[name]

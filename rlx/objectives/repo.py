@@ -1,9 +1,10 @@
-"""REPO advantage transforms and the Theorem 1 entropy-change prediction.
+"""REPO advantage transforms and the Theorem 1 entropy-change prediction
+(docs/method.md, sections "Theorem 1", "REPO-R", "REPO-D").
 
-Theorem 1 (first order, softmax policy): one policy-gradient step of size eta changes the
-entropy at state s by  dH(s) ~= -eta * E_{a~pi}[A(s,a) * L(s,a) * pi(a|s)],  with the centred
-log-prob L = log pi(a|s) + H(pi(.|s)). Replacing A by A - beta*L adds +eta*beta*E[pi L^2] >= 0.
-All functions here are computed without gradient.
+Theorem 1 (first order, tabular softmax policy): one policy-gradient step of size eta changes
+the entropy at state s by  dH(s) ~= -eta * E_{a~pi}[(A(s,a) - E_pi[A|s]) * L(s,a) * pi(a|s)],
+with the centred log-prob L = log pi(a|s) + H(pi(.|s)). Replacing A by A - beta*L adds the
+term +eta*beta*E[pi L^2] >= 0. All functions here are computed without gradient.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def repo_r(
     positive_only: A > 0: max(0, A * (1 - zeta * lp));  otherwise A unchanged
     i.e. A - beta * lp with beta = zeta * |A| (signed) or zeta * max(A, 0) (positive_only),
     clamped so the sign of A never flips. zeta > 0 raises entropy (rare correct tokens boosted,
-    rare wrong tokens penalised less); zeta < 0 lowers it. -inf log-probs are floored.
+    rare wrong tokens penalised less); zeta < 0 lowers it (rare correct tokens boosted less,
+    rare wrong tokens penalised more). positive_only leaves A <= 0 untouched for either sign of
+    zeta; zeta means the same in both variants (docs/method.md, "REPO-R"; why this sign
+    differs from the paper notes: "Where the code departs from the paper notes").
+    -inf log-probs are floored.
     """
     if variant not in REPO_R_VARIANTS:
         raise ValueError(f"variant={variant!r} is invalid; allowed: {list(REPO_R_VARIANTS)}")
@@ -61,6 +66,10 @@ def predicted_entropy_change(
     where H_t is the exact entropy of the next-token distribution at t. Multiply by the step
     size for a prediction of a step. `mask` may be bool or float weights (a weighted mean);
     with one row per action and weights pi(a) it is the exact expectation E_{a~pi}.
+
+    A is used as given, not centred: the prediction is exact only when E_pi[A|s] = 0. Otherwise
+    it is off by -E_pi[A|s] * E_pi[pi L] per state (E_pi[pi L] = Cov_pi(pi, log pi) >= 0), although
+    a baseline does not change the expected step (docs/method.md, "Theorem 1").
     """
     if advantages.dim() == 1 and logprobs.dim() == 2:
         advantages = advantages[:, None].expand_as(logprobs)
@@ -101,7 +110,7 @@ def repo_d(
     mask: torch.Tensor,
     zeta: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """REPO-D (our choice of the published sketch, entropy-preserving-rl.md section 3):
+    """REPO-D (our choice of the published sketch; docs/method.md, "REPO-D"):
         L_t = lp_t + H_t,  dH_pred = predicted_entropy_change(A, lp, H, mask),
         beta = zeta * max(0, -dH_pred),  A_d = A - beta * L_t  (masked positions: A unchanged).
     Returns (A_d [B,T] fp32 (fp64 for fp64 inputs), beta 0-d). `mask` may be float weights
