@@ -14,6 +14,7 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
 from rlx import compare  # noqa: E402
+from rlx import results_table  # noqa: E402
 from rlx.compare import main  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -280,11 +281,11 @@ def test_build_filter_and_tag_parsing():
 
 
 def test_format_cell():
-    fmt = compare.format_cell
-    assert fmt(compare.Cell(0.6, 0.0577, 3), ".3f", 3) == "0.600 ± 0.058"
-    assert fmt(compare.Cell(0.8, None, 1), ".3f", 1) == "0.800"
-    assert fmt(compare.Cell(3.0, None, 1), ".2f", 2) == "3.00 (n=1)"
-    assert fmt(None, ".3f", 2) == compare.MISSING
+    fmt = results_table.format_cell
+    assert fmt(results_table.Cell(0.6, 0.0577, 3), ".3f", 3) == "0.600 ± 0.058"
+    assert fmt(results_table.Cell(0.8, None, 1), ".3f", 1) == "0.800"
+    assert fmt(results_table.Cell(3.0, None, 1), ".2f", 2) == "3.00 (n=1)"
+    assert fmt(None, ".3f", 2) == results_table.MISSING
 
 
 def test_module_help_runs():
