@@ -1,152 +1,331 @@
-"""Config conventions: the algorithm-base resolver and validation before any model is built."""
+"""The config contract: `validate(cfg)` checks a composed config once, before any model or MLflow
+run exists, and returns it typed, with every key of rlx.schema present (defaults filled).
+
+A value that cannot work raises ConfigError with one line naming the key, the value and what is
+allowed, e.g. `algorithm.clip_ratio_low='abc': must be a float`. Types and defaults live in
+rlx.schema; the name lists come from the registries that use them (rlx.objectives, rlx.precision,
+rlx.models, rlx.rollout), and a regulator's options are checked by its own class
+(rlx.regulators.build_regulator).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
+import re
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue,
+                              OmegaConfBaseException)
+
+from rlx.schema import SCRATCH_KEYS, TASK_TRAINER_KEYS, RunConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-ADVANTAGES = ("grpo", "rloo", "loop", "dr_grpo")
-REGULATORS = ("none", "repo_r", "repo_d", "adapo", "entropy_bonus", "adaptive_entropy")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-KL_TYPES = ("k1", "k2", "k3")
+# Lightning strategies trainer.strategy may name (a node {name: fsdp, ...} configures FSDP)
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
+ROLLOUT_BACKENDS = ("hf", "vllm")
+OLD_LOGPROBS = ("trainer", "sampler")
+# policy-loss keys the learner fills at run time, never from algorithm.loss_kwargs
+RUNTIME_LOSS_KEYS = ("entropy", "ref_logprobs", "global_tokens", "global_seqs", "generator")
+
+__all__ = ["CONF_DIR", "ConfigError", "STRATEGIES", "TASK_TRAINER_KEYS", "base_names", "processes", "typed",
+           "validate"]
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and what is allowed."""
 
 
-@lru_cache(maxsize=None)
-def _algorithm_file(name: str) -> DictConfig:
-    path = CONF_DIR / "algorithm" / f"{name}.yaml"
-    if not path.exists():
-        allowed = sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml"))
-        raise ConfigError(f"algorithm.base={name!r}: no such algorithm; allowed: {allowed}")
-    return OmegaConf.load(path)
-
-
-def base_value(key: str, _parent_: DictConfig) -> Any:
-    """Resolver `${rlx_base:KEY}`: the value of KEY in the base objective named by the
-    algorithm's `base` key, so `algorithm=repo_r algorithm.base=dapo` puts REPO on DAPO."""
-    base = _parent_.get("base")
-    base_cfg = _algorithm_file(str(base))
-    if base_cfg.get("base") is not None or base_cfg.regulator.name != "none":
-        raise ConfigError(f"algorithm.base={base!r}: a base must be a plain objective (grpo, dapo, rloo, ...), "
-                          f"not an entropy regulator")
-    return base_cfg[key]
-
-
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("rlx_base"):
-        OmegaConf.register_new_resolver("rlx_base", base_value)
+    """No-op, kept for callers written when base objectives came through a `${rlx_base:KEY}`
+    resolver; they now compose through Hydra's defaults list (conf/algorithm.base/)."""
 
 
+def base_names() -> list[str]:
+    """The objectives an entropy regulator can sit on: `algorithm.base=<name>` (conf/algorithm.base/)."""
+    return sorted(p.stem for p in (CONF_DIR / "algorithm.base").glob("*.yaml") if p.stem != "none")
+
+
+# --------------------------------------------------------------------------- types and defaults
+_TYPE_NAMES = {float: "a float", int: "an integer", bool: "a boolean (true / false)", str: "a string"}
+
+
+def _path(full_key: str) -> list[str | int]:
+    """'eval.k[1]' -> ['eval', 'k', 1]."""
+    return [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", full_key)]
+
+
+def _lookup(tree: Any, path: list) -> Any:
+    for part in path:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
+def _schema_type(path: list) -> Any:
+    """The annotation of the schema key at `path` (None where the schema leaves the node open)."""
+    tp: Any = RunConfig
+    for part in path:
+        tp = _strip_optional(tp)
+        if is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None
+    return tp
+
+
+def _type_name(tp: Any) -> str:
+    """'a float', 'an integer or null', 'a list of integers', ..."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union:
+        text = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return text + " or null" if type(None) in args else text
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(args[0]).split(' ', 1)[1]}s"
+    if typing.get_origin(tp) is dict or is_dataclass(tp):
+        return "a mapping"
+    return _TYPE_NAMES.get(tp, "a valid value")
+
+
+def _one_line(exc: OmegaConfBaseException, raw: dict) -> ConfigError:
+    """An OmegaConf error from merging `raw` onto the schema, as `key=value: what is allowed`."""
+    key = str(exc.full_key or getattr(exc, "key", "") or "")
+    path = _path(key)
+    value = _lookup(raw, path)
+    reason = str(getattr(exc, "msg", exc)).splitlines()[0]
+    if isinstance(exc, MissingMandatoryValue):
+        return ConfigError(f"{key}=???: required, must be {_type_name(_schema_type(path))}")
+    if isinstance(exc, InterpolationResolutionError):
+        return ConfigError(f"{key}={value!r}: the interpolation cannot be resolved ({reason})")
+    if isinstance(exc, ConfigKeyError):
+        parent = _strip_optional(_schema_type(path[:-1]))
+        allowed = [f.name for f in fields(parent)] if is_dataclass(parent) else []
+        where = ".".join(str(p) for p in path[:-1]) or "the top level"
+        return ConfigError(f"{key}={value!r}: no such key in {where}; allowed: {allowed}")
+    tp = _schema_type(path)
+    if tp is not None:
+        return ConfigError(f"{key}={value!r}: must be {_type_name(tp)}")
+    return ConfigError(f"{key}={value!r}: {reason}")
+
+
+def typed(cfg: DictConfig | dict) -> DictConfig:
+    """`cfg` merged onto rlx.schema.RunConfig: every schema key present, typed and defaulted, every
+    interpolation resolvable (they are kept, not resolved). A `hydra` node is left out."""
+    raw = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
+    raw.pop("hydra", None)
+    schema = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(schema.task, False)  # the task's constructor keys are open
+    try:
+        checked = OmegaConf.merge(schema, raw)
+        OmegaConf.to_container(checked, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise _one_line(exc, raw) from exc
+    return checked
+
+
+# --------------------------------------------------------------------------- rules between keys
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {allowed}")
 
 
-def _allowed_losses() -> tuple[str, ...]:
-    from rlx.objectives import POLICY_LOSSES
-
-    return tuple(sorted(POLICY_LOSSES))
+def _one_of(key: str, value: Any, allowed) -> None:
+    _require(value in allowed, key, value, f"allowed: {list(allowed)}")
 
 
-def validate_algorithm(alg: DictConfig) -> None:
-    """Checks of the algorithm group: names known, clip ratios sane, controller bounds ordered."""
-    _require(alg.advantage in ADVANTAGES, "algorithm.advantage", alg.advantage, f"allowed: {list(ADVANTAGES)}")
-    losses = _allowed_losses()
-    _require(alg.loss in losses, "algorithm.loss", alg.loss, f"allowed: {list(losses)}")
-    _require(alg.loss_agg_mode in LOSS_AGG_MODES, "algorithm.loss_agg_mode", alg.loss_agg_mode,
-             f"allowed: {list(LOSS_AGG_MODES)}")
-    _require(alg.kl_loss_type in KL_TYPES, "algorithm.kl_loss_type", alg.kl_loss_type, f"allowed: {list(KL_TYPES)}")
+def _at_least(node: DictConfig, prefix: str, minimum: int, *keys: str, optional: bool = False) -> None:
+    for k in keys:
+        value = node[k]
+        ok = (optional and value is None) or (value is not None and value >= minimum)
+        _require(ok, f"{prefix}.{k}", value, f"must be >= {minimum}" + (" or null" if optional else ""))
+
+
+def check_algorithm(alg: DictConfig) -> None:
+    """Names known to the objective registries, clip ratios sane, loss_kwargs the loss takes."""
+    from rlx.objectives import ADVANTAGE_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, policy_loss_keys
+    from rlx.objectives.advantages import GRPO_SCALES
+
+    _one_of("algorithm.advantage", alg.advantage, sorted(ADVANTAGE_ESTIMATORS))
+    _one_of("algorithm.adv_scale", alg.adv_scale, GRPO_SCALES)
+    _one_of("algorithm.loss", alg.loss, sorted(POLICY_LOSSES))
+    _one_of("algorithm.loss_agg_mode", alg.loss_agg_mode, LOSS_AGG_MODES)
+    _one_of("algorithm.kl_loss_type", alg.kl_loss_type, KL_TYPES)
     _require(alg.group_size >= 2, "algorithm.group_size", alg.group_size,
              f"must be >= 2: the {alg.advantage} advantage compares samples within a group")
-    for key in ("clip_ratio_low", "clip_ratio_high"):
+    for key in ("clip_ratio_low", "clip_ratio_high", "entropy_coeff", "kl_loss_coef"):
         _require(alg[key] >= 0, f"algorithm.{key}", alg[key], "must be >= 0")
     _require(alg.clip_ratio_low <= 1, "algorithm.clip_ratio_low", alg.clip_ratio_low,
              "must be <= 1 (the lower bound 1 - clip_ratio_low would be negative: the clip interval is inverted)")
     if alg.clip_ratio_c is not None:
         _require(alg.clip_ratio_c > 1, "algorithm.clip_ratio_c", alg.clip_ratio_c, "dual-clip bound must be > 1 (or null)")
-    _require(alg.ppo_epochs >= 1, "algorithm.ppo_epochs", alg.ppo_epochs, "must be >= 1")
-    _require(alg.num_minibatches >= 1, "algorithm.num_minibatches", alg.num_minibatches, "must be >= 1")
-    for key in ("entropy_coeff", "kl_loss_coef"):
-        _require(alg[key] >= 0, f"algorithm.{key}", alg[key], "must be >= 0")
-    validate_regulator(alg.regulator)
+    _at_least(alg, "algorithm", 1, "ppo_epochs", "num_minibatches")
+    accepted = [k for k in policy_loss_keys(alg.loss) if k not in RUNTIME_LOSS_KEYS and k not in alg]
+    for key, value in alg.loss_kwargs.items():
+        _require(key not in alg, f"algorithm.loss_kwargs.{key}", value, f"set algorithm.{key} instead")
+        _require(key in accepted, f"algorithm.loss_kwargs.{key}", value, f"not a key of loss {alg.loss!r}; "
+                 f"allowed: {accepted}")
+    check_base(alg)
+    check_regulator(alg.regulator, alg.loss)
 
 
-def validate_regulator(reg: DictConfig) -> None:
-    """Bounds of the entropy controllers: 0 < min <= max, start inside the bounds, factor > 1."""
-    _require(reg.name in REGULATORS, "algorithm.regulator.name", reg.name, f"allowed: {list(REGULATORS)}")
-    if reg.name in ("repo_r", "repo_d"):
-        _require(reg.zeta_min > 0, "algorithm.regulator.zeta_min", reg.zeta_min, "must be > 0")
-        _require(reg.zeta_min <= reg.zeta_max, "algorithm.regulator.zeta_min", reg.zeta_min,
-                 f"must be <= algorithm.regulator.zeta_max={reg.zeta_max}")
-        _require(abs(reg.zeta_init) <= reg.zeta_max, "algorithm.regulator.zeta_init", reg.zeta_init,
-                 f"|zeta_init| must be <= zeta_max={reg.zeta_max}")
-        _require(reg.target_ratio > 0, "algorithm.regulator.target_ratio", reg.target_ratio, "must be > 0")
-    if reg.name == "repo_r":
-        _require(reg.variant in ("signed", "positive_only"), "algorithm.regulator.variant", reg.variant,
-                 "allowed: ['signed', 'positive_only']")
-    if reg.name == "adaptive_entropy":
-        _require(0 <= reg.coef_min <= reg.coef_max, "algorithm.regulator.coef_min", reg.coef_min,
-                 f"must satisfy 0 <= coef_min <= coef_max={reg.coef_max}")
-        _require(reg.delta > 0, "algorithm.regulator.delta", reg.delta, "must be > 0")
-    if reg.name == "adapo":
-        _require(0 < reg.eps_min <= reg.eps_max, "algorithm.regulator.eps_min", reg.eps_min,
-                 f"must satisfy 0 < eps_min <= eps_max={reg.eps_max}")
-        _require(reg.eps_min <= reg.eps_init <= reg.eps_max, "algorithm.regulator.eps_init", reg.eps_init,
-                 f"must lie in [eps_min, eps_max] = [{reg.eps_min}, {reg.eps_max}]")
-        _require(reg.mode in ("multiplicative", "additive"), "algorithm.regulator.mode", reg.mode,
-                 "allowed: ['multiplicative', 'additive']")
-        if reg.mode == "multiplicative":
-            _require(reg.factor > 1, "algorithm.regulator.factor", reg.factor, "must be > 1")
-        _require(reg.dead_band >= 0, "algorithm.regulator.dead_band", reg.dead_band, "must be >= 0")
+def check_base(alg: DictConfig) -> None:
+    """algorithm.base names the objective under a regulator's file (conf/algorithm.base/); an
+    objective's own file takes none, so `algorithm=grpo algorithm.base=dapo` (which would run GRPO's
+    keys tagged as DAPO) fails, and a regulator's file needs one (else its objective keys would be
+    the schema's defaults). A regulator on an objective's file (algorithm=grpo
+    algorithm.regulator.name=...) has base null: the objective is the file's own."""
+    objective = alg.name in base_names()
+    if alg.base is not None and objective:
+        raise ConfigError(f"algorithm.base={alg.base!r}: algorithm={alg.name} is itself a base objective, it takes "
+                          f"no base; run algorithm={alg.base}, or a regulator on it: algorithm=repo_r "
+                          f"algorithm.base={alg.base}")
+    if alg.base is None and not objective and alg.regulator.name != "none":
+        raise ConfigError(f"algorithm.base=None: algorithm={alg.name} puts a regulator on a base objective, "
+                          f"allowed: {base_names()} (its file's defaults list picks one: - override "
+                          "/algorithm.base@_global_.algorithm.base: grpo)")
 
 
-def validate_precision(prec: DictConfig) -> None:
-    """Precision keys: a Lightning precision flag, known dtypes, a known old-log-prob source."""
+def check_regulator(reg: DictConfig, loss: str) -> None:
+    """The regulator class checks its own options (one-line ConfigError naming algorithm.regulator.<key>);
+    every loss key it overrides must be one the loss takes (ADAPO's clip_ratio_high has no effect
+    on reinforce, loop or kl_cov)."""
+    from rlx.objectives import policy_loss_keys
+    from rlx.regulators import build_regulator
+
+    regulator = build_regulator(OmegaConf.to_container(reg, resolve=True))
+    ignored = sorted(set(regulator.loss_overrides()) - set(policy_loss_keys(loss)))
+    _require(not ignored, "algorithm.regulator.name", reg.name,
+             f"sets {ignored} for the loss, which algorithm.loss={loss!r} does not take: pick a base whose "
+             "loss clips (e.g. algorithm.base=dapo)")
+
+
+def check_precision(prec: DictConfig) -> None:
+    """A Lightning precision flag, known dtypes, a known old-log-prob source."""
     from rlx.precision import DTYPES, TRAINER_PRECISIONS
 
-    _require(prec.trainer_precision in TRAINER_PRECISIONS, "precision.trainer_precision", prec.trainer_precision,
-             f"allowed: {list(TRAINER_PRECISIONS)}")
+    _one_of("precision.trainer_precision", prec.trainer_precision, TRAINER_PRECISIONS)
     for key in ("sampler_dtype", "logprob_dtype"):
-        _require(prec[key] in DTYPES, f"precision.{key}", prec[key], f"allowed: {sorted(DTYPES)}")
-    _require(prec.old_logprobs in ("trainer", "sampler"), "precision.old_logprobs", prec.old_logprobs,
-             "allowed: ['trainer', 'sampler']")
-    _require(prec.diagnostics_sample >= 0, "precision.diagnostics_sample", prec.diagnostics_sample, "must be >= 0")
+        _one_of(f"precision.{key}", prec[key], sorted(DTYPES))
+    _one_of("precision.old_logprobs", prec.old_logprobs, OLD_LOGPROBS)
+    _at_least(prec, "precision", 0, "diagnostics_sample")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Every check that can fail before a model is built. Raises ConfigError on the first problem."""
-    try:
-        OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg.algorithm, resolve=True)))
-    except ConfigError:
-        raise
-    except Exception as exc:  # an interpolation that cannot resolve, e.g. a bad algorithm.base
-        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else exc
-        raise ConfigError(str(cause).splitlines()[0]) from exc
-    validate_algorithm(cfg.algorithm)
-    validate_precision(cfg.precision)
-    _require(cfg.trainer.max_steps >= 1, "trainer.max_steps", cfg.trainer.max_steps, "must be >= 1")
-    _require(cfg.task.prompts_per_step >= 1, "task.prompts_per_step", cfg.task.prompts_per_step, "must be >= 1")
+def check_model(model: DictConfig) -> None:
+    """A known source; a pretrained model has a path, a model built from config its architecture."""
+    from rlx.models import _ARCHITECTURES, DTYPES, SOURCES
+
+    _one_of("model.source", model.source, SOURCES)
+    if model.source == "pretrained":
+        _require(bool(model.path), "model.path", model.path, "a pretrained model needs a Hugging Face id or a "
+                 "local directory (e.g. model.path=Qwen/Qwen3-0.6B or model.path=/data/ckpt)")
+    if model.source == "scratch":
+        for key in SCRATCH_KEYS:
+            _require(model[key] is not None, f"model.{key}", None, "required by a model built from config "
+                     "(model.source=scratch)")
+        _one_of("model.architecture", model.architecture, sorted(_ARCHITECTURES))
+        _at_least(model, "model", 1, "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                  "max_position_embeddings")
+    _one_of("model.dtype", model.dtype, list(DTYPES))
+    _one_of("model.chat_template", model.chat_template, ("auto", True, False))
+    lora = model.lora
+    if lora.enabled:
+        _at_least(lora, "model.lora", 1, "r")
+        _require(lora.alpha > 0, "model.lora.alpha", lora.alpha, "must be > 0")
+        _require(0 <= lora.dropout < 1, "model.lora.dropout", lora.dropout, "must be in [0, 1)")
+        modules = lora.target_modules
+        _require(modules == "all-linear" or (OmegaConf.is_list(modules) and all(isinstance(m, str) for m in modules)),
+                 "model.lora.target_modules", modules, "a list of module names (e.g. [q_proj, v_proj]) or 'all-linear'")
+
+
+def check_rollout(ro: DictConfig) -> None:
+    from rlx.rollout import SAMPLERS
+
+    _one_of("rollout.backend", ro.backend, ROLLOUT_BACKENDS)
+    _one_of("rollout.sampler", ro.sampler, sorted(SAMPLERS))
+    _at_least(ro, "rollout", 1, "max_new_tokens")
+    _at_least(ro, "rollout", 1, "max_model_len", optional=True)
+    _at_least(ro, "rollout", 0, "top_k")
+    _require(ro.temperature > 0, "rollout.temperature", ro.temperature, "must be > 0")
+    _require(0 < ro.top_p <= 1, "rollout.top_p", ro.top_p, "must be in (0, 1]")
+    _require(0 < ro.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", ro.gpu_memory_utilization,
+             "must be in (0, 1]")
+
+
+def processes(trainer: DictConfig) -> int:
+    """Processes of a run: trainer.devices x trainer.num_nodes (1 for devices=auto / -1 / a list on one CPU)."""
+    devices = trainer.devices
+    return int(devices) * int(trainer.num_nodes) if isinstance(devices, int) and devices > 0 else 1
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """A known strategy, whole groups per rank, no multi-process job launched from a local sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    trainer = cfg.trainer
+    strategy = trainer.strategy
+    if OmegaConf.is_dict(strategy):
+        _require(strategy.get("name") == "fsdp", "trainer.strategy.name", strategy.get("name"),
+                 "a strategy node configures FSDP: name: fsdp (or give a name: trainer.strategy=ddp)")
+    else:
+        _one_of("trainer.strategy", strategy, STRATEGIES)
+    _at_least(trainer, "trainer", 1, "max_steps", "num_nodes", "micro_batch_size")
+    _at_least(trainer, "trainer", 1, "micro_batch_tokens", "num_threads", optional=True)
+    world = processes(trainer)
+    _require(cfg.task.prompts_per_step % world == 0, "task.prompts_per_step", cfg.task.prompts_per_step,
+             f"must be divisible by the number of processes (trainer.devices x trainer.num_nodes = {world}); "
+             "each rank samples whole groups")
+    launched_externally = any(key in os.environ for key in ("RANK", "SLURM_PROCID"))  # torchrun / srun
+    if world > 1 and not launched_externally and HydraConfig.initialized() and \
+            HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(f"trainer.devices={trainer.devices!r}: trainer.devices x trainer.num_nodes = {world} inside "
+                          "a --multirun job would start the ranks from the sweep's own process tree; use "
+                          "hydra/launcher=slurm (one task per device, ranks from SLURM) or run each job with "
+                          "torchrun --nproc-per-node")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Batch sizes, learning rate, evaluation, checkpoints and the sequential experiment."""
+    _at_least(cfg.task, "task", 1, "prompts_per_step")
+    _at_least(cfg.task.warmstart, "task.warmstart", 0, "steps")
+    _at_least(cfg.task.warmstart, "task.warmstart", 1, "batch_size")
     batch = cfg.task.prompts_per_step * cfg.algorithm.group_size
     _require(cfg.algorithm.num_minibatches <= batch, "algorithm.num_minibatches", cfg.algorithm.num_minibatches,
              f"must be <= the rollout batch (task.prompts_per_step x algorithm.group_size = {batch})")
-    _require(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", cfg.rollout.max_new_tokens, "must be >= 1")
-    _require(cfg.rollout.get("sampler", "generate") in ("rlx", "generate"), "rollout.sampler",
-             cfg.rollout.get("sampler"), "allowed: rlx | generate")
-    _require(cfg.rollout.temperature > 0, "rollout.temperature", cfg.rollout.temperature, "must be > 0")
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     _require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0 = only at the start and the end)")
-    _require(cfg.checkpoint.every >= 1, "checkpoint.every", cfg.checkpoint.every, "must be >= 1")
-    _require(cfg.trainer.micro_batch_size >= 1, "trainer.micro_batch_size", cfg.trainer.micro_batch_size, "must be >= 1")
-    tokens = cfg.trainer.get("micro_batch_tokens")
-    _require(tokens is None or tokens >= 1, "trainer.micro_batch_tokens", tokens, "must be >= 1 or null")
-    _require(all(k >= 1 for k in cfg.eval.k), "eval.k", list(cfg.eval.k), "every k must be >= 1")
-    _require(max(cfg.eval.k) <= cfg.eval.samples_per_prompt, "eval.k", list(cfg.eval.k),
+    _at_least(cfg.checkpoint, "checkpoint", 1, "every")
+    _at_least(cfg.eval, "eval", 1, "samples_per_prompt", "batch_size")
+    _at_least(cfg.monitor, "monitor", 1, "chunk_size")
+    k = list(cfg.eval.k)
+    _require(bool(k) and all(n >= 1 for n in k), "eval.k", k, "every k must be >= 1")
+    _require(max(k) <= cfg.eval.samples_per_prompt, "eval.k", k,
              f"every k must be <= eval.samples_per_prompt={cfg.eval.samples_per_prompt}")
+    if cfg.sequential is not None:
+        _at_least(cfg.sequential, "sequential", 1, "phase_b_steps", "gain_after", "window")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """The checked config: every key of rlx.schema present and typed (defaults filled), every rule
+    between keys holding. Raises ConfigError on the first problem; builds nothing."""
+    checked = typed(cfg)
+    check_algorithm(checked.algorithm)
+    check_precision(checked.precision)
+    check_model(checked.model)
+    check_rollout(checked.rollout)
+    check_trainer(checked)
+    check_run(checked)
+    return checked

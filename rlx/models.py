@@ -117,32 +117,6 @@ def architecture_config(model_cfg: Any) -> dict:
     return {k: model_cfg[k] for k in ARCHITECTURE_KEYS if k in model_cfg}
 
 
-def validate_model_cfg(model_cfg: Any) -> None:
-    """Checks of the model group that can fail before any weights are read."""
-    source = model_cfg.get("source", "scratch")
-    if source not in SOURCES:
-        raise ValueError(f"model.source={source!r}: allowed {list(SOURCES)}")
-    if source == "pretrained" and not model_cfg.get("path"):
-        raise ValueError("model.path=None: a pretrained model needs a Hugging Face id or a local directory "
-                         "(e.g. model.path=Qwen/Qwen3-0.6B or model.path=/data/ckpt)")
-    dtype = model_cfg.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype={dtype!r}: allowed {list(DTYPES)}")
-    if model_cfg.get("chat_template", "auto") not in ("auto", True, False):
-        raise ValueError(f"model.chat_template={model_cfg.chat_template!r}: allowed auto, true, false")
-    lora = model_cfg.get("lora")
-    if lora is not None and lora.enabled:
-        if not (isinstance(lora.r, int) and lora.r >= 1):
-            raise ValueError(f"model.lora.r={lora.r!r}: must be an integer >= 1")
-        if not lora.alpha > 0:
-            raise ValueError(f"model.lora.alpha={lora.alpha!r}: must be > 0")
-        if not 0 <= lora.dropout < 1:
-            raise ValueError(f"model.lora.dropout={lora.dropout!r}: must be in [0, 1)")
-        if isinstance(lora.target_modules, str) and lora.target_modules != "all-linear":
-            raise ValueError(f"model.lora.target_modules={lora.target_modules!r}: a list of module names "
-                             "(e.g. [q_proj, v_proj]) or 'all-linear'")
-
-
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
         os.environ.get("TRANSFORMERS_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -235,19 +209,18 @@ def load_smollm2(model_cfg: Any, cache_root: str | Path):
             shutil.rmtree(tmp)
         else:
             tmp.rename(out_dir)
-    model, tokenizer = load_causal_lm(str(out_dir), dtype=model_cfg.get("dtype", "float32"))
+    model, tokenizer = load_causal_lm(str(out_dir), dtype=model_cfg.dtype)
     return model, tokenizer, out_dir
 
 
 def load_pretrained_model(model_cfg: Any, cache_root: str | Path):
     """(model, tokenizer, where) of a pretrained model config (model.source = pretrained | smollm2)."""
-    validate_model_cfg(model_cfg)
     if model_cfg.source == "smollm2":
         model, tokenizer, where = load_smollm2(model_cfg, cache_root)
     else:
-        model, tokenizer = load_causal_lm(str(model_cfg.path), dtype=model_cfg.get("dtype", "float32"),
-                                          revision=model_cfg.get("revision"), gguf_file=model_cfg.get("gguf_file"),
-                                          trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+        model, tokenizer = load_causal_lm(str(model_cfg.path), dtype=model_cfg.dtype,
+                                          revision=model_cfg.revision, gguf_file=model_cfg.gguf_file,
+                                          trust_remote_code=bool(model_cfg.trust_remote_code))
         where = model_cfg.path
     ensure_special_tokens(model, tokenizer)
     return model, tokenizer, where
@@ -268,13 +241,13 @@ def prompt_formatter(tokenizer, model_cfg: Any = None) -> Callable[[str], str]:
     """A function text -> the text the policy sees: the tokenizer's chat template around a user turn
     (with the assistant turn opened) when model.chat_template is auto and the tokenizer has one, or
     true; the text unchanged otherwise (the character tokenizer of the tiny models has none)."""
-    mode = "auto" if model_cfg is None else model_cfg.get("chat_template", "auto")
+    mode = "auto" if model_cfg is None else model_cfg.chat_template
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if mode is False or (mode == "auto" and not has_template):
         return lambda text: text
     if not has_template:
         raise ModelLoadError("model.chat_template=true but the tokenizer has no chat template")
-    extra = dict(model_cfg.get("chat_template_kwargs") or {}) if model_cfg is not None else {}
+    extra = dict(model_cfg.chat_template_kwargs or {}) if model_cfg is not None else {}
 
     def format_prompt(text: str) -> str:
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
@@ -311,10 +284,10 @@ def is_lora_model(model) -> bool:
 def prepare_policy(model, tokenizer, model_cfg: Any, trainer_cfg: Any = None):
     """The policy as trained: LoRA-wrapped when model.lora.enabled, with gradient checkpointing
     when trainer.gradient_checkpointing (recompute activations in backward, for large models)."""
-    lora = model_cfg.get("lora")
+    lora = model_cfg.lora
     if lora is not None and lora.enabled:
         model = apply_lora(model, lora)
-    if trainer_cfg is not None and trainer_cfg.get("gradient_checkpointing", False):
+    if trainer_cfg is not None and trainer_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # training forwards; generate() turns the cache back on
     return model

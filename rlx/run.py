@@ -3,15 +3,12 @@ config, fit, and leave the MLflow run with its params, metrics, curves and check
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +18,7 @@ from rlx.build import (checkpoint_run_id, find_checkpoint, instantiate_task, loa
                        quiet_libraries, sweep_id_of, task_identity)
 from rlx.callbacks import IterationProgress
 from rlx.config import ConfigError, validate
-from rlx.models import prepare_policy, validate_model_cfg
+from rlx.models import prepare_policy
 from rlx.module import RLModule
 from rlx.precision import lightning_precision
 from rlx.tracking import config_params, flush_metrics, make_logger, run_tags, ui_hint
@@ -52,26 +49,14 @@ def log_curves(logger) -> None:
         client.log_artifact(run_id, str(path), "plots")
 
 
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
-
-
-def world_size(trainer_cfg: DictConfig) -> int:
-    """Processes of a run: trainer.devices x trainer.num_nodes (1 for devices=auto / -1 on one CPU)."""
-    devices = trainer_cfg.devices
-    return int(devices) * int(trainer_cfg.get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else 1
-
-
 def make_strategy(trainer_cfg: DictConfig):
     """The Lightning strategy of trainer.strategy: a name (auto, ddp, fsdp, ...) or, for FSDP with
     options, a node {name: fsdp, wrap: [decoder layer classes, dotted], ...FSDPStrategy kwargs}."""
-    strategy = trainer_cfg.get("strategy", "auto")
+    strategy = trainer_cfg.strategy
     if not OmegaConf.is_dict(strategy):
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"trainer.strategy={strategy!r}: allowed {list(STRATEGIES)} or an fsdp node")
         return strategy
     options = OmegaConf.to_container(strategy, resolve=True)
-    if options.pop("name", None) != "fsdp":
-        raise ConfigError(f"trainer.strategy={options!r}: a strategy node must have name: fsdp")
+    options.pop("name")
     from lightning.pytorch.strategies import FSDPStrategy
 
     wrap = options.pop("wrap", None) or []
@@ -79,40 +64,17 @@ def make_strategy(trainer_cfg: DictConfig):
     return FSDPStrategy(auto_wrap_policy=layers or None, **options)
 
 
-def validate_trainer(cfg: DictConfig) -> None:
-    """Checks of the trainer group that can fail before any model is built."""
-    strategy = cfg.trainer.get("strategy", "auto")
-    name = strategy.get("name") if OmegaConf.is_dict(strategy) else strategy
-    if name not in STRATEGIES or (OmegaConf.is_dict(strategy) and name != "fsdp"):
-        raise ConfigError(f"trainer.strategy={name!r}: allowed {list(STRATEGIES)} (a node needs name: fsdp)")
-    world = world_size(cfg.trainer)
-    if cfg.task.prompts_per_step % world:
-        raise ConfigError(f"task.prompts_per_step={cfg.task.prompts_per_step}: must be divisible by the number "
-                          f"of processes (trainer.devices x trainer.num_nodes = {world}); each rank samples whole groups")
-    launched_externally = any(key in os.environ for key in ("RANK", "SLURM_PROCID"))  # torchrun / srun
-    if world > 1 and not launched_externally and HydraConfig.initialized() and \
-            HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise ConfigError(f"trainer.devices x trainer.num_nodes = {world} inside a --multirun job: Lightning would "
-                          "start the ranks from the sweep's own process tree; use hydra/launcher=slurm (one task per "
-                          "device, ranks from SLURM) or run each job with torchrun --nproc-per-node")
-    if cfg.rollout.get("backend", "hf") == "vllm":
+def check_config(cfg: DictConfig) -> DictConfig:
+    """The checked config (rlx.config.validate), and for rollout=vllm whether this machine can run
+    vLLM: everything that can fail before a model or an MLflow run exists."""
+    cfg = validate(cfg)
+    if cfg.rollout.backend == "vllm":
         from rlx.rollout.vllm import check_vllm
 
         try:
             check_vllm(cfg.trainer.accelerator)
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from exc
-
-
-def check_config(cfg: DictConfig) -> DictConfig:
-    """Every check that can fail before a model or an MLflow run exists; the checked config."""
-    checked = validate(cfg)
-    cfg = cfg if checked is None else checked
-    try:
-        validate_model_cfg(cfg.model)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    validate_trainer(cfg)
     return cfg
 
 

@@ -68,7 +68,7 @@ def first_last_gain(history: Sequence[tuple[int, float]]) -> float:
 # ----------------------------------------------------------------------------------- configs
 def phase_b_overrides(cfg: DictConfig) -> dict:
     """sequential.phase_b.<task name>: the task keys phase B changes."""
-    table = cfg.sequential.get("phase_b") or {}
+    table = cfg.sequential.phase_b or {}
     name = str(cfg.task.name)
     if name not in table:
         raise ConfigError(f"sequential.phase_b has no entry for task {name!r} (have {sorted(table)}); add one, e.g. "

@@ -48,7 +48,7 @@ def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None
         log_model=False,
         # asynchronous: metrics are queued and written by MLflow's background thread, off the
         # training loop (flush_metrics waits for them at checkpoints and at the end of a run)
-        synchronous=log_cfg.get("synchronous", True),
+        synchronous=log_cfg.synchronous,
     )
 
 

@@ -14,11 +14,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rlx.config import CONF_DIR, ConfigError, register_resolvers
+from rlx.config import CONF_DIR, ConfigError
 from rlx.run import run_rl
 from rlx.sequential import run_sequential
-
-register_resolvers()
 
 
 def train(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task_cfg: DictConfig | None = None,

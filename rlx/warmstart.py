@@ -126,7 +126,7 @@ def base_policy(task, task_cfg: dict, model_cfg, warmstart_cfg, cache_root: str 
     start from the same base policy, as runs from one pretrained checkpoint would."""
     from omegaconf import OmegaConf
 
-    if model_cfg.get("source", "scratch") != "scratch":  # a pretrained checkpoint is the base policy
+    if model_cfg.source != "scratch":  # a pretrained checkpoint is the base policy
         return load_pretrained_model(model_cfg, cache_root)
     as_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731
     seed = warmstart_cfg.seed

@@ -49,15 +49,15 @@ class VLLMRollout:
         from vllm import LLM
 
         self.cfg = rollout_cfg
-        self.lora = bool(model_cfg.get("lora") is not None and model_cfg.lora.enabled)
+        self.lora = bool(model_cfg.lora.enabled)
         options = dict(
             model=str(base_dir),
-            dtype=rollout_cfg.get("dtype", "auto"),
-            gpu_memory_utilization=float(rollout_cfg.get("gpu_memory_utilization", 0.3)),
-            enforce_eager=bool(rollout_cfg.get("enforce_eager", False)),
-            seed=int(rollout_cfg.get("seed", 0)),
+            dtype=rollout_cfg.dtype,
+            gpu_memory_utilization=float(rollout_cfg.gpu_memory_utilization),
+            enforce_eager=bool(rollout_cfg.enforce_eager),
+            seed=int(rollout_cfg.seed),
         )
-        if rollout_cfg.get("max_model_len"):
+        if rollout_cfg.max_model_len:
             options["max_model_len"] = int(rollout_cfg.max_model_len)
         if self.lora:
             options.update(enable_lora=True, max_lora_rank=int(model_cfg.lora.r), max_loras=1)
