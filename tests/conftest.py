@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlx.config import CONF_DIR, register_resolvers
+from rlx.config import CONF_DIR
 
-register_resolvers()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

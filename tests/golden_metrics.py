@@ -22,7 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from rlx.config import CONF_DIR, register_resolvers
+from rlx.config import CONF_DIR
 
 GOLDEN_FILE = Path(__file__).parent / "data" / "golden_metrics.json"
 ALGORITHMS = sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml"))
@@ -32,8 +32,7 @@ VOLATILE_PREFIXES = ("time/", "perf/")
 
 def golden_config(store: Path, cache_dir: Path, algorithm: str):
     """The composed config of one golden run, every output under `store`."""
-    register_resolvers()
-    overrides = [
+        overrides = [
         f"algorithm={algorithm}", "experiment=debug", "precision=fp32", "seed=0", "trainer.num_threads=1",
         f"logger.tracking_uri=sqlite:///{store}/mlflow.db", f"logger.artifact_location={store}/artifacts",
         f"checkpoint.dir={store}/checkpoints", f"cache_dir={cache_dir}", f"run_name=golden-{algorithm}",

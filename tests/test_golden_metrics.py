@@ -23,11 +23,11 @@ def golden_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("golden-cache")
 
 
-def test_every_algorithm_config_is_recorded():
-    assert sorted(GOLDEN) == ALGORITHMS
+def test_every_recorded_algorithm_config_still_exists():
+    assert set(GOLDEN) <= set(ALGORITHMS)  # configs added later (top_entropy) have no pre-redesign record
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", sorted(GOLDEN))
 def test_logged_metrics_equal_the_golden_file(algorithm, store, golden_cache):
     logged = run_golden(algorithm, store, golden_cache)
     expected = GOLDEN[algorithm]
