@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import statistics
 import sys
@@ -43,10 +42,14 @@ from trl_bench import compose  # noqa: E402  (benchmarks/ is not a package)
 
 
 class Stopwatch:
-    """Accumulated seconds per named stage."""
+    """Accumulated seconds per named stage; reset() starts a new iteration's record."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.seconds = {}
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -60,12 +63,22 @@ class Stopwatch:
                 return fn(*args, **kwargs)
         return timed
 
+    def time_optimizer(self, optimizer, name: str = "optimizer") -> None:
+        """Time every optimizer.step through torch's step hooks (the optimizer itself is unchanged)."""
+        def before(*_):
+            self._started[name] = time.perf_counter()
 
-def build_module(overrides: list[str], warm_start: bool, cache_dir: str):
-    """An RLModule outside a Trainer (optimizer and backward wired by hand), its config and task."""
+        def after(*_):
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - self._started.pop(name)
+        optimizer.register_step_pre_hook(before)
+        optimizer.register_step_post_hook(after)
+
+
+def build_learner(overrides: list[str], warm_start: bool, cache_dir: str, hooks=None, rollout_engine=None):
+    """A Learner (no Trainer) with its AdamW optimizer, and its config."""
+    from rlx.build import instantiate_task, task_identity
+    from rlx.learner import Learner
     from rlx.models import build_model, char_tokenizer
-    from rlx.module import RLModule
-    from rlx.train import instantiate_task, task_identity
     from rlx.warmstart import base_policy
 
     cfg = compose(overrides + [f"cache_dir={cache_dir}"])
@@ -77,11 +90,22 @@ def build_module(overrides: list[str], warm_start: bool, cache_dir: str):
         policy = build_model(cfg.model, tokenizer, seed=0)
     if cfg.precision.trainer_precision == "bf16-true":
         policy = policy.to(torch.bfloat16)
-    module = RLModule(policy, tokenizer, task, cfg)
-    optimizer = module.configure_optimizers()
-    module.optimizers = lambda: optimizer
-    module.manual_backward = lambda loss: loss.backward()
-    return module, optimizer, cfg
+    learner = Learner(policy, tokenizer, task, cfg, hooks=hooks, rollout_engine=rollout_engine)
+    return learner, learner.make_optimizer(), cfg
+
+
+class FixedLengthEngine:
+    """A rollout engine (Learner's rollout_engine): rollout.sampler with EOS forbidden before
+    max_new_tokens, so every completion has exactly that length."""
+
+    def __init__(self, sampler: str):
+        from rlx.rollout import sampler_fn
+
+        self.sample = sampler_fn(sampler)
+
+    def generate(self, policy, tokenizer, texts, n, max_new_tokens, temperature, top_k, top_p, **options):
+        return self.sample(policy, tokenizer, texts, n, max_new_tokens, temperature, top_k, top_p,
+                           min_new_tokens=max_new_tokens, **options)
 
 
 def workload(model: str = "1m", prompts: int = 16, group: int = 8, tokens: int = 32, extra=()) -> list[str]:
@@ -92,50 +116,50 @@ def workload(model: str = "1m", prompts: int = 16, group: int = 8, tokens: int =
 
 # ------------------------------------------------------------------------------ profile
 def profile(iterations: int, warmup: int, cache_dir: str, overrides: list[str]) -> dict:
-    """Median seconds per stage of one iteration with every monitor on."""
+    """Median seconds per stage of one iteration with every monitor on: the learner's collect and
+    train_on as a run calls them (backward and optimizer timed through StepHooks and the
+    optimizer's step hooks; generation, reference forward, update and monitor from the learner's
+    own time/* metrics), the alternatives the defaults avoid measured beside them."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from rlx import objectives as obj
+    from rlx.learner import StepHooks, batched_token_stats
     from rlx.rollout import generate_rollouts
-    from rlx.tasks.base import RewardStats
 
-    module, optimizer, cfg = build_module(workload(extra=["monitor.kl_ref=true", "monitor.entropy_dynamics=true",
-                                                          "precision.diagnostics=false", *overrides]), True, cache_dir)
-    assert module.fused_old_logprobs(), "the profile times the default single-step path (fused old log-probs)"
+    watch = Stopwatch()
+    hooks = StepHooks(backward=watch.wrap("backward", lambda loss: loss.backward()))
+    learner, optimizer, cfg = build_learner(workload(extra=["monitor.kl_ref=true", "monitor.entropy_dynamics=true",
+                                                            "precision.diagnostics=false", *overrides]),
+                                            True, cache_dir, hooks=hooks)
+    assert learner.fused_old_logprobs(), "the profile times the default single-step path (fused old log-probs)"
+    watch.time_optimizer(optimizer)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         logger = MLFlowLogger(experiment_name="profile", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
         for it in range(warmup + iterations):
-            watch = Stopwatch()
-            optimizer.step = watch.wrap("optimizer", optimizer.step)
-            module.manual_backward = watch.wrap("backward", lambda loss: loss.backward())
-            prompts = module.sample_prompts(it)
-            texts = [module.format_prompt(p.text) for p in prompts]
-            # not part of the iteration: the alternatives the defaults avoid
+            watch.reset()
+            # not part of the iteration: HF generate on the same prompts (the sampler the default avoids)
+            texts = [learner.sampler.format_prompt(p.text) for p in learner.prompts_for(it)]
             with watch.stage("x_hf_generate"):
-                generate_rollouts(module.policy, module.tokenizer, texts, cfg.algorithm.group_size,
+                generate_rollouts(learner.policy, learner.sampler.tokenizer, texts, cfg.algorithm.group_size,
                                   cfg.rollout.max_new_tokens, cfg.rollout.temperature)
             start = time.perf_counter()
-            with watch.stage("generation"):
-                rollout = module.generate(prompts, cfg.algorithm.group_size)
-            with watch.stage("reward"):
-                samples = [prompts[i] for i in rollout.prompt_index.tolist()]
-                rewards = torch.tensor(module.score(samples, rollout, RewardStats()))
-                advantages = obj.compute_advantages("grpo", rewards, cfg.algorithm.group_size)
+            with watch.stage("collect_total"):  # prompts, generation, reward, advantages, reference forward
+                rollout, metrics = learner.collect(it)
+            watch.seconds["generation"] = metrics["time/rollout_s"]
+            watch.seconds["reference_forward"] = metrics["time/logprob_s"]  # fused: only the reference pass
+            watch.seconds["reward"] = (watch.seconds["collect_total"] - metrics["time/rollout_s"]
+                                       - metrics["time/logprob_s"])  # + prompts, advantages, batch metrics
             pause = time.perf_counter()
+            # not part of the iteration: the separate old-log-prob pass the fused path avoids
             with watch.stage("x_separate_logprobs_pass"):
-                module.batched_token_stats(module.policy, rollout, with_entropy=False)
+                batched_token_stats(learner.policy, rollout, learner.settings, with_entropy=False)
             with watch.stage("x_separate_logprobs_and_entropy_pass"):
-                module.batched_token_stats(module.policy, rollout, with_entropy=True)
+                batched_token_stats(learner.policy, rollout, learner.settings, with_entropy=True)
             paused = time.perf_counter() - pause
-            zeros = torch.zeros(rollout.response_mask.shape)
-            rollout.extras.update(old_logprobs=zeros, entropy=zeros.clone(), trainer_logprobs=zeros, rewards=rewards)
-            with watch.stage("reference_forward"):
-                rollout.extras["ref_logprobs"] = module.reference_logprobs(rollout)
             with watch.stage("update_total"):
-                metrics = module.update_policy(rollout, advantages)  # fused: old log-probs from this forward
+                metrics.update(learner.train_on(rollout, optimizer, it))  # fused: old log-probs from this forward
             with watch.stage("mlflow_log"):
-                logger.log_metrics({**metrics, "train/reward_mean": float(rewards.mean())}, step=it)
+                logger.log_metrics(metrics, step=it)
             watch.seconds["iteration"] = time.perf_counter() - start - paused
             watch.seconds["entropy_dynamics_monitor"] = metrics.get("time/monitor_s", 0.0)
             watch.seconds["train_forward_loss_entropy"] = (metrics["time/update_s"] - watch.seconds["backward"]
@@ -164,29 +188,25 @@ def executed_flops(params: int, seq_tokens: float, completion_tokens: float, sha
 def iteration_seconds(overrides: list[str], iterations: int, warmup: int, cache_dir: str,
                       fixed_length: bool) -> dict:
     """Median seconds of rollout + update (monitors off) and the iteration's FLOP estimate."""
-    import rlx.module as module_mod
-    from rlx.rollout import sampler_fn
-
-    module, _optimizer, cfg = build_module(overrides + ["monitor.kl_ref=false", "monitor.entropy_dynamics=false",
-                                                        "precision.diagnostics=false"], False, cache_dir)
-    if fixed_length:  # every completion exactly max_new_tokens long: EOS cannot be sampled
-        module_mod.sampler_fn = lambda name: functools.partial(sampler_fn(name),
-                                                               min_new_tokens=cfg.rollout.max_new_tokens)
+    overrides = overrides + ["monitor.kl_ref=false", "monitor.entropy_dynamics=false", "precision.diagnostics=false"]
+    # fixed_length: every completion exactly max_new_tokens long (EOS cannot be sampled)
+    engine = FixedLengthEngine(compose(overrides).rollout.sampler) if fixed_length else None
+    learner, optimizer, cfg = build_learner(overrides, False, cache_dir, rollout_engine=engine)
     times, tokens = [], []
     for it in range(warmup + iterations):
         start = time.perf_counter()
-        rollout, advantages, _ = module.collect_rollout(it)
-        advantages = torch.randn(advantages.shape, generator=torch.Generator().manual_seed(it))
-        module.update_policy(rollout, advantages)
+        rollout, _ = learner.collect(it)
+        advantages = rollout.extras["advantages"]
+        rollout.extras["advantages"] = torch.randn(advantages.shape, generator=torch.Generator().manual_seed(it))
+        learner.train_on(rollout, optimizer, it)
         if it >= warmup:
             times.append(time.perf_counter() - start)
             prompts = len(torch.unique(rollout.prompt_index))
             tokens.append((float(rollout.attention_mask.sum()), float(rollout.response_mask.sum()),
                            prompts * rollout.prompt_length, len(rollout.completions) * rollout.prompt_length))
-    module_mod.sampler_fn = sampler_fn
-    params = sum(p.numel() for p in module.policy.get_decoder().layers.parameters())
-    flops = statistics.median(executed_flops(params, *t, cfg.algorithm.ppo_epochs, module.share_prompts,
-                                             module.fused_old_logprobs()) for t in tokens)
+    params = sum(p.numel() for p in learner.policy.get_decoder().layers.parameters())
+    flops = statistics.median(executed_flops(params, *t, cfg.algorithm.ppo_epochs, learner.settings.share_prompts,
+                                             learner.fused_old_logprobs()) for t in tokens)
     seq_tokens = statistics.median(t[0] for t in tokens)
     seconds = statistics.median(times)
     return {"s_per_iter": seconds, "params_M": params / 1e6, "tokens": seq_tokens, "gflop": flops / 1e9,

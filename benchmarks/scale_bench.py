@@ -30,16 +30,15 @@ MB = 1024 * 1024
 
 
 def measure(model: str, lora: bool, iterations: int, device: str, overrides: list[str]) -> dict:
-    """Build the module for one case and time `iterations` RL iterations (after one warm-up)."""
+    """Build the learner for one case and time `iterations` RL iterations (after one warm-up)."""
     import torch
     from hydra import compose, initialize_config_dir
 
-    from rlx.config import CONF_DIR, register_resolvers
+    from rlx.build import instantiate_task
+    from rlx.config import CONF_DIR
+    from rlx.learner import Learner
     from rlx.models import build_model, char_tokenizer, load_pretrained_model, parameter_bytes, prepare_policy
-    from rlx.module import RLModule
-    from rlx.train import instantiate_task
 
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model}", f"model.lora.enabled={str(lora).lower()}",
                                                        "monitor.kl_ref=true", *overrides])
@@ -52,32 +51,31 @@ def measure(model: str, lora: bool, iterations: int, device: str, overrides: lis
         policy, tokenizer, _ = load_pretrained_model(cfg.model, ROOT / "outputs" / "cache")
     load_s = time.perf_counter() - t0
     policy = prepare_policy(policy, tokenizer, cfg.model, cfg.trainer).to(device)
-    module = RLModule(policy, tokenizer, task, cfg).to(device)
-    optimizer = module.configure_optimizers()
-    module.optimizers = lambda: optimizer
-    module.manual_backward = lambda loss: loss.backward()
+    learner = Learner(policy, tokenizer, task, cfg)  # the reference copy (if any) is made on `device`
+    optimizer = learner.make_optimizer()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rows = []
-    for it in range(iterations + 1):
+    for it in range(iterations + 1):  # collect + train_on: Learner.iteration without its evaluation
         start = time.perf_counter()
-        rollout, advantages, metrics = module.collect_rollout(it)
+        rollout, metrics = learner.collect(it)
+        advantages = rollout.extras["advantages"]
         if float(advantages.abs().sum()) == 0:  # an untrained model may score all zeros: time a real update
-            advantages = torch.randn(advantages.shape, generator=torch.Generator().manual_seed(it))
-        metrics.update(module.update_policy(rollout, advantages))
+            rollout.extras["advantages"] = torch.randn(advantages.shape, generator=torch.Generator().manual_seed(it))
+        metrics.update(learner.train_on(rollout, optimizer, it))
         metrics["time/iteration_s"] = time.perf_counter() - start
         if it > 0:  # the first iteration warms up allocators and kernels
             rows.append(metrics)
     split = {key: statistics.median(r[key] for r in rows)
              for key in ("time/rollout_s", "time/logprob_s", "time/update_s", "time/monitor_s", "time/iteration_s")}
-    trainable = parameter_bytes(module.policy, trainable_only=True)
+    trainable = parameter_bytes(learner.policy, trainable_only=True)
     return {
         "model": model, "lora": lora, "device": device, "iterations": iterations,
         "sequences": len(rollout.completions), "tokens_per_iteration": float(rollout.response_mask.sum()),
         "load_s": load_s, **{k.split("/")[1]: v for k, v in split.items()},
-        "params_M": sum(p.numel() for p in module.policy.parameters()) / 1e6,
-        "policy_MB": parameter_bytes(module.policy) / MB,
-        "reference_MB": parameter_bytes(module.reference) / MB if module.reference is not None else 0.0,
+        "params_M": sum(p.numel() for p in learner.policy.parameters()) / 1e6,
+        "policy_MB": parameter_bytes(learner.policy) / MB,
+        "reference_MB": parameter_bytes(learner.reference) / MB if learner.reference is not None else 0.0,
         "trainable_MB": trainable / MB,
         "adam_state_MB": 2 * trainable / MB,
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

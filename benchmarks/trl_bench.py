@@ -82,16 +82,15 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from rlx.config import CONF_DIR, register_resolvers
+    from rlx.config import CONF_DIR
 
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
 def prepare_base_policy(s: dict) -> str:
     """Warm-start (once, cached under outputs/cache) the policy both sides start from; its directory."""
-    from rlx.train import instantiate_task, task_identity
+    from rlx.build import instantiate_task, task_identity
     from rlx.warmstart import base_policy
 
     cfg = compose(rlx_overrides(s) + [f"cache_dir={s['cache_dir']}"])
@@ -143,7 +142,7 @@ def run_trl(s: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlx.train import instantiate_task
+    from rlx.build import instantiate_task
 
     torch.manual_seed(s["seed"])
     cfg = compose(rlx_overrides(s))

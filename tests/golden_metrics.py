@@ -32,7 +32,7 @@ VOLATILE_PREFIXES = ("time/", "perf/")
 
 def golden_config(store: Path, cache_dir: Path, algorithm: str):
     """The composed config of one golden run, every output under `store`."""
-        overrides = [
+    overrides = [
         f"algorithm={algorithm}", "experiment=debug", "precision=fp32", "seed=0", "trainer.num_threads=1",
         f"logger.tracking_uri=sqlite:///{store}/mlflow.db", f"logger.artifact_location={store}/artifacts",
         f"checkpoint.dir={store}/checkpoints", f"cache_dir={cache_dir}", f"run_name=golden-{algorithm}",

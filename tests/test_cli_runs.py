@@ -92,5 +92,5 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, cache_dir):
     steps = {m.step for m in client.get_metric_history(run_id, "train/reward_mean")}
     assert steps == set(range(resumed_steps))
     zeta = sorted(client.get_metric_history(run_id, "control/zeta"), key=lambda m: (m.step, m.timestamp))
-    assert saved["rlx"]["controllers"]["zeta"]["zeta"] in [m.value for m in zeta if m.step == saved_iterations - 1]
+    assert saved["rlx"]["regulator"]["zeta"] in [m.value for m in zeta if m.step == saved_iterations - 1]
     assert final["control/zeta"] == zeta[-1].value

@@ -238,14 +238,6 @@ REGULATOR_VALUES = [
 ]
 
 
-def regulators_available() -> bool:
-    try:
-        import rlx.regulators  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def check_one_line(make_config, overrides, start):
     cfg = make_config(*overrides)
     with pytest.raises(ConfigError) as err:
@@ -260,7 +252,6 @@ def test_bad_values_fail_in_one_line_naming_key_value_and_allowed(make_config, o
     check_one_line(make_config, overrides, start)
 
 
-@pytest.mark.skipif(not regulators_available(), reason="rlx.regulators.build_regulator not there yet")
 @pytest.mark.parametrize("overrides,start", REGULATOR_VALUES, ids=[" ".join(o) for o, _ in REGULATOR_VALUES])
 def test_bad_regulator_values_fail_in_validate(make_config, overrides, start):
     check_one_line(make_config, overrides, start)

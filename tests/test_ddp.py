@@ -39,13 +39,15 @@ def update_step(out_dir: str, world: int) -> None:
     from hydra import compose, initialize_config_dir
     from torch.utils.data import DataLoader
 
-    from rlx.config import CONF_DIR, register_resolvers
+    from rlx.build import instantiate_task
+    from rlx.config import CONF_DIR
+    from rlx.learner import batched_token_stats
+    from rlx.learner.distributed import global_mean, world as world_of
+    from rlx.learner.sampling import sample_prompts
     from rlx.models import build_model, char_tokenizer
     from rlx.module import RLModule
     from rlx.rollout import generate_rollouts
-    from rlx.train import instantiate_task
 
-    register_resolvers()
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=debug", *OVERRIDES])
@@ -62,24 +64,26 @@ def update_step(out_dir: str, world: int) -> None:
             return torch.optim.SGD(self.policy.parameters(), lr=cfg.optim.lr)
 
         def training_step(self, batch, batch_idx):
-            world_size, rank = self.world()
+            # the learner's update stage (train_on) on this rank's shard of one global batch, in
+            # place of a whole iteration (which would sample a different batch on every rank)
+            learner = self.learner
+            assert not learner.fused_old_logprobs()  # the update uses the old log-probs set below
+            world_size, rank = world_of()
             torch.manual_seed(123)  # the same global batch on every rank
-            prompts = self.sample_prompts(0)
-            full = generate_rollouts(self.policy, self.tokenizer, [p.text for p in prompts], cfg.algorithm.group_size,
+            prompts = sample_prompts(learner.train_prompts, cfg.task.prompts_per_step, cfg.seed, 0)
+            full = generate_rollouts(learner.policy, tokenizer, [p.text for p in prompts], cfg.algorithm.group_size,
                                      cfg.rollout.max_new_tokens)
             with torch.no_grad():
-                stats = self.batched_token_stats(self.policy, full, with_entropy=True)
+                stats = batched_token_stats(learner.policy, full, learner.settings, with_entropy=True)
             advantages = torch.randn(len(full.completions), generator=torch.Generator().manual_seed(7))
             n = len(full.completions) // world_size
             rows = torch.arange(rank * n, (rank + 1) * n)
             shard = full.select(rows)
             shard.extras.update(old_logprobs=stats.logprobs[rows], entropy=stats.entropy[rows],
-                                rewards=torch.zeros(n))
-            if self.entropy0 is None:
-                self.entropy0 = self.global_mean(shard.extras["entropy"], shard.response_mask)
-                for controller in self.controllers.values():
-                    controller.set_target(self.entropy0 * 2)  # below target: zeta moves
-            self.result = self.update_policy(shard, advantages[rows])
+                                rewards=torch.zeros(n), advantages=advantages[rows])
+            entropy0 = global_mean(shard.extras["entropy"], shard.response_mask)
+            learner.regulator.start(entropy0 * 2)  # below target: zeta moves
+            self.result = learner.train_on(shard, self.optimizers(), 0)
 
     module = UpdateOnly(policy, tokenizer, task, cfg)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=world, num_nodes=1,
@@ -132,8 +136,8 @@ def test_rlx_train_on_two_cpu_ranks_logs_one_mlflow_run(tmp_path, cache_dir):
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
+    from rlx.build import instantiate_task, task_identity
     from rlx.config import CONF_DIR
-    from rlx.train import instantiate_task, task_identity
     from rlx.warmstart import base_policy
 
     overrides = ["experiment=debug", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",

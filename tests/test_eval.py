@@ -8,7 +8,8 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rlx.eval import main, split_arguments, split_metrics
+from rlx.eval import main, split_arguments
+from rlx.evaluation import split_metrics
 from rlx.metrics import pass_at_k
 from rlx.models import build_model, char_tokenizer
 from rlx.tasks.toolworld import ALPHABET

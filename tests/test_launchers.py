@@ -84,7 +84,7 @@ def test_cli_cfg_and_info_show_the_presets():
 def test_joblib_multirun_jobs_are_separate_processes_and_mlflow_runs(tmp_path, cache_dir):
     from mlflow.tracking import MlflowClient
 
-    from rlx.train import instantiate_task, task_identity
+    from rlx.build import instantiate_task, task_identity
     from rlx.warmstart import base_policy
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -97,7 +97,7 @@ def test_shared_prompt_prefix_equals_full_forward(upcast_head):
     """Computing each prompt once per group (its KV cache gathered to the group's rows) gives the
     log-probs, entropy and parameter gradients of the plain forward pass over every row."""
     from rlx.models import char_tokenizer, tiny_causal_lm
-    from rlx.module import response_token_stats
+    from rlx.learner.token_stats import ForwardSettings, response_token_stats, shared_prompt_rows
     from rlx.rollout import sample_rollouts
 
     tokenizer = char_tokenizer("0123456789+*T=:")
@@ -105,14 +105,12 @@ def test_shared_prompt_prefix_equals_full_forward(upcast_head):
                            max_position_embeddings=64, seed=5)
     torch.manual_seed(0)
     batch = sample_rollouts(model, tokenizer, ["T=17:", "T=5:", "T=123:"], 4, max_new_tokens=6)
-    from rlx.module import shared_prompt_rows
-
     assert shared_prompt_rows(batch) is not None  # the shared path runs (3 prompts for 12 rows)
     results = []
     for share in (False, True):
         model.zero_grad()
-        stats = response_token_stats(model, batch, 0.8, chunk_size=16, with_entropy=True, upcast_head=upcast_head,
-                                     share_prompts=share)
+        settings = ForwardSettings(temperature=0.8, chunk_size=16, upcast_head=upcast_head, share_prompts=share)
+        stats = response_token_stats(model, batch, settings, with_entropy=True)
         mask = batch.response_mask
         ((stats.logprobs * mask).sum() + 0.3 * (stats.entropy * mask).sum()).backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -122,7 +120,7 @@ def test_shared_prompt_prefix_equals_full_forward(upcast_head):
 
 
 def test_prompt_sharing_needs_identical_prompts():
-    from rlx.module import shared_prompt_rows
+    from rlx.learner.token_stats import shared_prompt_rows
 
     batch = padded_batch([2, 3, 4, 1])
     batch.prompt_index = torch.tensor([0, 0, 1, 1])

@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlx.config import CONF_DIR, ConfigError
+from rlx.config import CONF_DIR, ConfigError, validate
 from rlx.models import (ModelLoadError, architecture_config, build_model, char_tokenizer, load_pretrained_model,
-                        prompt_formatter, validate_model_cfg)
+                        prompt_formatter)
 from rlx.rollout.hf import encode_prompts
-from rlx.train import instantiate_task, task_identity
+from rlx.build import instantiate_task, task_identity
 from rlx.warmstart import base_policy
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -36,7 +36,7 @@ def test_every_model_preset_has_the_common_keys(make_config, preset):
     for key in ("source", "path", "dtype", "chat_template", "lora"):
         assert key in cfg.model, key
     if cfg.model.source != "pretrained" or cfg.model.path is not None:
-        validate_model_cfg(cfg.model)
+        validate(cfg)
 
 
 def test_qwen3_presets_follow_the_paper(make_config):
@@ -73,8 +73,8 @@ def test_hub_id_offline_fails_with_a_clear_message(make_config, monkeypatch, tmp
 def test_missing_local_directory_and_missing_path_are_named(make_config, tmp_path):
     with pytest.raises(ModelLoadError, match="no such directory"):
         load_pretrained_model(make_config("model=hf", f"model.path={tmp_path}/nope").model, tmp_path)
-    with pytest.raises(ValueError, match="model.path=None"):
-        validate_model_cfg(make_config("model=hf").model)
+    with pytest.raises(ConfigError, match="model.path=None"):
+        validate(make_config("model=hf"))
 
 
 @pytest.mark.parametrize("override,key", [
@@ -100,9 +100,9 @@ def test_chat_template_applied_only_when_the_tokenizer_has_one(saved_model):
     tokenizer = char_tokenizer("0123456789+-*=T:")
     assert prompt_formatter(tokenizer)("T=17:") == "T=17:"
     tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
-    fmt = prompt_formatter(tokenizer, OmegaConf.create({"chat_template": "auto"}))
+    fmt = prompt_formatter(tokenizer, OmegaConf.create({"chat_template": "auto", "chat_template_kwargs": {}}))
     assert fmt("T=17:") == "<bos>T=17:="
-    assert prompt_formatter(tokenizer, OmegaConf.create({"chat_template": False}))("T=17:") == "T=17:"
+    assert prompt_formatter(tokenizer, OmegaConf.create({"chat_template": False, "chat_template_kwargs": {}}))("T=17:") == "T=17:"
     # a templated prompt that starts with <bos> gets no second one
     ids, _ = encode_prompts(tokenizer, [fmt("T=17:"), "T=17:"])
     assert ids[0].tolist().count(tokenizer.bos_token_id) == 1

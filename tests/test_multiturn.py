@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config
 
 from rlx.models import SPECIAL_TOKENS, build_model, char_tokenizer
-from rlx.module import response_token_stats
+from rlx.learner.token_stats import ForwardSettings, response_token_stats
 from rlx.rollout.multiturn import cut_turn, left_pad, run_episodes
 from rlx.tasks.base import TURN_END, Environment, MultiTurnTask, Prompt, RewardStats, StepResult, episode_warmstart_pairs
 from rlx.tasks.toolworld import ToolWorldTask
@@ -123,13 +123,14 @@ def test_mask_covers_exactly_the_policy_tokens(model_and_tokenizer):
 def test_the_packed_batch_feeds_the_trainer_statistics(model_and_tokenizer):
     model, _ = model_and_tokenizer
     batch = play(model_and_tokenizer, CounterTask(turns=2, max_turn_tokens=30))
-    stats = response_token_stats(model, batch, temperature=1.0, chunk_size=1024, with_entropy=True)
+    settings = ForwardSettings(temperature=1.0, chunk_size=1024)
+    stats = response_token_stats(model, batch, settings, with_entropy=True)
     assert stats.logprobs.shape == batch.response_mask.shape
     assert torch.isfinite(stats.logprobs[batch.response_mask.bool()]).all()
     assert torch.isfinite(stats.entropy).all()
     # the same tokens scored one episode at a time give the same log-probs (padding is inert)
     for i in range(len(batch.completions)):
-        single = response_token_stats(model, batch.select(torch.tensor([i])), 1.0, 1024, False).logprobs
+        single = response_token_stats(model, batch.select(torch.tensor([i])), settings, False).logprobs
         mask = batch.response_mask[i].bool()
         assert torch.allclose(single[0][mask], stats.logprobs[i][mask], atol=1e-4)
 
@@ -227,7 +228,8 @@ def test_packed_log_probs_are_the_policy_s_own(model_and_tokenizer):
     from a plain forward: the loss trains exactly the distribution that sampled the turn."""
     model, tokenizer = model_and_tokenizer
     batch = play(model_and_tokenizer, CounterTask(turns=3, max_turn_tokens=12), n_prompts=1, group=3, seed=2)
-    packed = response_token_stats(model, batch, temperature=1.0, chunk_size=1024, with_entropy=False).logprobs
+    settings = ForwardSettings(temperature=1.0, chunk_size=1024)
+    packed = response_token_stats(model, batch, settings, with_entropy=False).logprobs
     for i in range(len(batch.completions)):
         ids = batch.input_ids[i][batch.attention_mask[i].bool()]
         prompt_len = int(batch.attention_mask[i, : batch.prompt_length].sum())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlx.models import char_tokenizer, tiny_causal_lm
-from rlx.module import response_token_stats
+from rlx.learner.token_stats import ForwardSettings, response_token_stats
 from rlx.rollout import generate_rollouts, sample_rollouts
 from rlx.rollout.sampler import filter_logits
 
@@ -31,7 +31,8 @@ def test_sampler_logprobs_equal_a_full_forward(policy):
     batch = sample_rollouts(model, tokenizer, PROMPTS, 6, max_new_tokens=12, temperature=0.9, return_logprobs=True)
     lengths = batch.response_mask.sum(-1)
     assert batch.input_ids.shape[0] == 18 and lengths.min() < lengths.max()  # rows finished at different steps
-    trainer = response_token_stats(model, batch, 0.9, chunk_size=64, with_entropy=False).logprobs
+    settings = ForwardSettings(temperature=0.9, chunk_size=64)
+    trainer = response_token_stats(model, batch, settings, with_entropy=False).logprobs
     mask = batch.response_mask.bool()
     torch.testing.assert_close(batch.extras["sampler_logprobs"][mask], trainer[mask], atol=1e-5, rtol=1e-5)
 

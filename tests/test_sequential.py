@@ -9,8 +9,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from rlx.build import policy_state
 from rlx.config import ConfigError
-from rlx.eval import policy_state
 from rlx.sequential import PHASE_TAG, first_last_gain, phase_b_overrides, phase_config, trainability
 from rlx.train import train
 

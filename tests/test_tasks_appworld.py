@@ -7,9 +7,10 @@ import importlib.util
 
 import pytest
 
+from rlx.build import instantiate_task
 from rlx.config import ConfigError
 from rlx.tasks.appworld import INSTALL_HINT, code_of
-from rlx.train import instantiate_task, train
+from rlx.train import train
 
 HAS_APPWORLD = importlib.util.find_spec("appworld") is not None
 

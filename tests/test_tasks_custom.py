@@ -12,10 +12,11 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
+from rlx.build import instantiate_task
 from rlx.config import ConfigError
 from rlx.tasks.base import Prompt, RewardStats, safe_rewards
 from rlx.tasks.custom import CustomTask
-from rlx.train import instantiate_task, train
+from rlx.train import train
 
 REWARDS = textwrap.dedent('''
     CALLS = []

@@ -89,26 +89,22 @@ def test_resume_continues_the_same_run_and_matches_an_uninterrupted_one(make_con
 
 
 def test_nonfinite_loss_skips_the_step_and_then_fails_cleanly(make_config, store):
-    from rlx.models import char_tokenizer
-    from rlx.module import RLModule
-    from rlx.tasks.expression import ExpressionTask
-    from rlx.train import instantiate_task, task_identity
+    from rlx.build import instantiate_task, task_identity
+    from rlx.learner import Learner
     from rlx.warmstart import base_policy
 
-    cfg = make_config("algorithm=grpo")
+    cfg = make_config("algorithm=grpo", "monitor.entropy_dynamics=false")
     task = instantiate_task(cfg.task)
     policy, tokenizer, _ = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart, cfg.cache_dir)
-    module = RLModule(policy, tokenizer, task, cfg)
-    optimizer = torch.optim.SGD(module.policy.parameters(), lr=0.1)
-    module.optimizers = lambda: optimizer
-    module.manual_backward = lambda loss: loss.backward()
-    module.entropy_dynamics = lambda rollout: {}
-    before = [p.detach().clone() for p in module.policy.parameters()]
-    rollout, advantages, _ = module.collect_rollout(0)
-    bad = torch.full_like(advantages, float("nan"))
-    for _ in range(2):
-        metrics = module.update_policy(rollout, bad)
+    learner = Learner(policy, tokenizer, task, cfg)
+    optimizer = torch.optim.SGD(learner.policy.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    rollout, _ = learner.collect(0)
+    rollout.extras["advantages"] = torch.full_like(rollout.extras["advantages"], float("nan"))
+    for iteration in range(2):
+        metrics = learner.train_on(rollout, optimizer, iteration)
         assert metrics["train/optimizer_steps"] == 0 and metrics["train/nonfinite_skips"] > 0
-    assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
+    assert learner.nonfinite_streak == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
     with pytest.raises(FloatingPointError, match="last checkpoint"):
-        module.update_policy(rollout, bad)
+        learner.train_on(rollout, optimizer, 2)

@@ -92,6 +92,8 @@ class Learner:
     def collect(self, iteration: int) -> tuple[RolloutBatch, dict[str, float]]:
         """Prompts -> rollout -> rewards -> advantages -> the rollout policy's token statistics."""
         prompts = self.prompts_for(iteration)
+        if ddp.world()[0] > 1:  # each rank samples its share with its own stream
+            torch.manual_seed((self.cfg.seed * 1_000_003 + iteration) * 1009 + ddp.world()[1])
         t0 = time.perf_counter()
         prec = self.cfg.precision
         rollout = self.sampler.generate(prompts, self.alg.group_size,
@@ -115,7 +117,7 @@ class Learner:
         t0 = time.perf_counter()
         mask, extras = rollout.response_mask, rollout.extras
         extras["token_advantages"] = self.regulator.rollout_advantages(
-            extras["advantages"][:, None] * mask, extras["old_logprobs"], extras["entropy"], mask)
+            extras["advantages"].to(mask.device)[:, None] * mask, extras["old_logprobs"], extras["entropy"], mask)
         generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + iteration)
         metrics = self.update.run(rollout, optimizer, generator, fill_old=self.fused_old_logprobs())
         self.check_nonfinite(metrics, iteration)
@@ -127,7 +129,7 @@ class Learner:
 
     # ----------------------------------------------------------------- stages
     def prompts_for(self, iteration: int) -> list:
-        """This iteration's prompts; with several ranks each generates its share with its own stream."""
+        """This iteration's prompts; with several ranks, this rank's share (every size-th prompt)."""
         prompts = sample_prompts(self.train_prompts, self.cfg.task.prompts_per_step, self.cfg.seed, iteration)
         size, rank = ddp.world()
         if size > 1:
@@ -135,7 +137,6 @@ class Learner:
                 raise ValueError(f"task.prompts_per_step={len(prompts)} must be divisible by the number of "
                                  f"ranks ({size}) so every rank holds whole groups")
             prompts = prompts[rank::size]
-            torch.manual_seed((self.cfg.seed * 1_000_003 + iteration) * 1009 + rank)
         return prompts
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
