@@ -1,9 +1,9 @@
 """REPO-D: decorrelate advantage and surprisal (docs/method.md, "REPO-D").
 
-Once per iteration, from the rollout policy's log-probs and exact entropy:
-    A' = A - beta * L,  beta = zeta * max(0, Theorem 1's predicted entropy decrease) / ...
-(rlx.objectives.repo_d; one batch statistic, so the minibatch split does not matter), with zeta
-from rlx.control.ZetaController.
+Once per iteration, from the rollout policy's log-probs lp and exact entropy H:
+    L = lp + H,  beta = zeta * max(0, -predicted_entropy_change(A, lp, H)),  A' = A - beta * L
+(rlx.objectives.repo_d; one statistic of this rank's batch, so the minibatch split does not
+matter), with zeta from rlx.control.ZetaController.
 """
 
 from __future__ import annotations
