@@ -55,7 +55,8 @@ def test_micro_batches_sorted_bounded_and_complete():
 
 SINGLE_STEP = ("algorithm=grpo", "algorithm.num_minibatches=1", "trainer.max_steps=3", "monitor.kl_ref=true")
 COMPARED = ("train/loss", "train/entropy", "train/entropy_after", "train/entropy_sampled", "train/kl_ref",
-            "train/grad_norm", "train/reward_mean", "train/entropy_pred_delta")
+            "train/grad_norm", "train/reward_mean", "train/entropy_pred_delta", "train/pg_loss", "train/approx_kl",
+            "train/clipfrac_low", "train/clipfrac_high")
 
 
 def run_metrics(make_config, *overrides):

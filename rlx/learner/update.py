@@ -19,6 +19,10 @@ from rlx.rollout import RolloutBatch
 
 # minibatch-mean names of update-time values that must not overwrite the rollout batch's metrics
 RENAMED = {"entropy": "update_entropy", "kl_ref": "update_kl_ref"}
+# loss metrics that are already a micro-batch's share of the minibatch value (normalised by the
+# minibatch's global counts): summed over micro-batches; the others are means over the
+# micro-batch's tokens and are weighted by its token count (rlx.objectives.policy_loss)
+SHARE_METRICS = ("pg_loss", "entropy", "kl_ref")
 
 
 def plain_backward(loss: torch.Tensor) -> None:
@@ -184,5 +188,5 @@ class PolicyUpdate:
         weight = scale * float(mask.sum()) / max(global_tokens, 1.0)  # per-token metrics, token-weighted
         totals = {"loss": float(loss.detach())}
         for key, value in loss_metrics.items():
-            totals[key] = weight * float(value)
+            totals[key] = (scale if key in SHARE_METRICS else weight) * float(value)
         return totals
