@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue,
                               OmegaConfBaseException)
 
+from rlx.errors import ConfigError  # noqa: F401 - re-exported: rlx.config.ConfigError
 from rlx.schema import SCRATCH_KEYS, TASK_TRAINER_KEYS, RunConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -34,10 +35,6 @@ RUNTIME_LOSS_KEYS = ("entropy", "ref_logprobs", "global_tokens", "global_seqs", 
 
 __all__ = ["CONF_DIR", "ConfigError", "STRATEGIES", "TASK_TRAINER_KEYS", "base_names", "processes", "typed",
            "validate"]
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and what is allowed."""
 
 
 def register_resolvers() -> None:

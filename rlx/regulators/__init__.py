@@ -14,6 +14,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from rlx.errors import ConfigError
 from rlx.regulators.base import ControlledRegulator, Regulator
 
 _PACKAGE_DIR = Path(__file__).parent
@@ -25,18 +26,12 @@ def built_in_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules([str(_PACKAGE_DIR)]) if m.name not in _NOT_REGULATORS)
 
 
-def _error(message: str) -> Exception:
-    from rlx.config import ConfigError
-
-    return ConfigError(message)
-
-
 def _only_subclass(module) -> type[Regulator]:
     """The one Regulator subclass defined in a built-in module."""
     found = [obj for obj in vars(module).values() if inspect.isclass(obj) and issubclass(obj, Regulator)
              and obj.__module__ == module.__name__]
     if len(found) != 1:
-        raise _error(f"algorithm.regulator.name={module.__name__.rsplit('.', 1)[-1]!r}: its module defines "
+        raise ConfigError(f"algorithm.regulator.name={module.__name__.rsplit('.', 1)[-1]!r}: its module defines "
                      f"{len(found)} Regulator subclasses, expected exactly one")
     return found[0]
 
@@ -45,16 +40,16 @@ def regulator_class(name: str) -> type[Regulator]:
     """The class named by algorithm.regulator.name: a built-in name or `module.path:ClassName`."""
     if ":" not in name:
         if name not in built_in_names():
-            raise _error(f"algorithm.regulator.name={name!r}: allowed {built_in_names()} or an import path "
+            raise ConfigError(f"algorithm.regulator.name={name!r}: allowed {built_in_names()} or an import path "
                          f"'package.module:ClassName'")
         return _only_subclass(importlib.import_module(f"{__name__}.{name}"))
     module_name, _, class_name = name.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise _error(f"algorithm.regulator.name={name!r}: cannot import it ({exc})") from None
+        raise ConfigError(f"algorithm.regulator.name={name!r}: cannot import it ({exc})") from None
     if not (inspect.isclass(cls) and issubclass(cls, Regulator)):
-        raise _error(f"algorithm.regulator.name={name!r}: not a subclass of rlx.regulators.Regulator")
+        raise ConfigError(f"algorithm.regulator.name={name!r}: not a subclass of rlx.regulators.Regulator")
     return cls
 
 
@@ -77,12 +72,12 @@ def build_regulator(reg_cfg: Mapping[str, Any]) -> Regulator:
     allowed = _options_of(cls)
     unknown = sorted(set(options) - set(allowed)) if allowed is not None else []
     if unknown:
-        raise _error(f"algorithm.regulator.{unknown[0]}={options[unknown[0]]!r}: not an option of regulator "
+        raise ConfigError(f"algorithm.regulator.{unknown[0]}={options[unknown[0]]!r}: not an option of regulator "
                      f"{name!r}; allowed: {allowed}")
     try:
         return cls(**options)
     except (ValueError, TypeError) as exc:
-        raise _error(f"algorithm.regulator.{str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"algorithm.regulator.{str(exc).splitlines()[0]}") from None
 
 
 __all__ = ["ControlledRegulator", "Regulator", "build_regulator", "built_in_names", "regulator_class"]
