@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable
 
 from rlx import plots
 from rlx.results_table import (MISSING, RunRecord, csv_rows, group_label, group_of, natural_key, pass_ks_logged, pass_ks_to_show, present_columns, render_markdown, render_text, run_csv_rows, summarize, table_cells, table_columns, write_csv)
+from rlx.store import ensure_experiment, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 DEFAULT_GROUP_BY = "algorithm.name,precision.name"
@@ -110,12 +110,6 @@ def describe_selection(args) -> str:
     return ", ".join(parts)
 
 
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI, else None."""
-    m = re.match(r"^sqlite:///(.*)$", uri)
-    return Path(m.group(1)) if m else None
-
-
 def resolve_experiments(client, names: list[str], uri: str) -> list:
     """The experiments named, or every active one but ``rlx-compare``'s when none is named."""
     if not names:
@@ -194,13 +188,12 @@ def summary_artifact_location(uri: str, experiments: list) -> str | None:
     return loc
 
 
-def log_summary_run(client, out_dir: Path, tags: dict[str, str], params: dict[str, str],
+def log_summary_run(client, uri: str, out_dir: Path, tags: dict[str, str], params: dict[str, str],
                     artifact_location: str | None) -> str:
     """Log everything in ``out_dir`` as artifacts of a new run in experiment ``rlx-compare``
-    (created if needed); the run ends FAILED if logging fails. Returns the run id."""
-    exp = client.get_experiment_by_name(SUMMARY_EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        SUMMARY_EXPERIMENT, artifact_location=artifact_location)
+    (created if needed, safely across processes); the run ends FAILED if logging fails.
+    Returns the run id."""
+    exp_id = ensure_experiment(uri, SUMMARY_EXPERIMENT, artifact_location)
     run = client.create_run(exp_id, run_name=f"compare-{out_dir.name}", tags=tags)
     run_id = run.info.run_id
     try:
@@ -330,7 +323,7 @@ def run_compare(args, echo: Callable[[str], None] = print) -> int:
             tags["sweep_id"] = args.sweep_id
         params = {"group_by": ",".join(group_by), "n_runs": str(len(records)),
                   "n_groups": str(len(rows)), "filter": filter_string[:6000] or "(none)"}
-        run_id = log_summary_run(client, out_dir, tags, params,
+        run_id = log_summary_run(client, uri, out_dir, tags, params,
                                  summary_artifact_location(uri, experiments))
         echo(f"summary run {run_id} in experiment '{SUMMARY_EXPERIMENT}'")
 

@@ -114,13 +114,13 @@ def log_to_mlflow(cfg: DictConfig, checkpoint: str, described: str, metrics: dic
     """A new run in the task's experiment: params (checkpoint, task, eval keys), metrics, samples."""
     from mlflow.tracking import MlflowClient
 
+    from rlx.store import ensure_experiment
     from rlx.tracking import local_artifact_location
 
-    client = MlflowClient(cfg.logger.tracking_uri)
-    name = cfg.logger.experiment_name
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        name, artifact_location=local_artifact_location(cfg.logger.tracking_uri, cfg.logger.artifact_location))
+    uri = cfg.logger.tracking_uri
+    experiment_id = ensure_experiment(uri, cfg.logger.experiment_name,
+                                      local_artifact_location(uri, cfg.logger.artifact_location))
+    client = MlflowClient(uri)
     run = client.create_run(experiment_id, run_name=cfg.run_name or f"eval-{Path(checkpoint).name}",
                             tags={"kind": "eval", "task": str(cfg.task.name), "checkpoint": described,
                                   "model": str(cfg.model.name)})

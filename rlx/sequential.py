@@ -131,13 +131,13 @@ def open_parent(cfg: DictConfig, tags: dict[str, str]):
     """(client, experiment id, parent run id): a new parent run in the configured experiment."""
     from mlflow.tracking import MlflowClient
 
+    from rlx.store import ensure_experiment
     from rlx.tracking import config_params, local_artifact_location
 
-    client = MlflowClient(cfg.logger.tracking_uri)
-    name = str(cfg.logger.experiment_name)
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        name, artifact_location=local_artifact_location(cfg.logger.tracking_uri, cfg.logger.artifact_location))
+    uri = cfg.logger.tracking_uri
+    experiment_id = ensure_experiment(uri, str(cfg.logger.experiment_name),
+                                      local_artifact_location(uri, cfg.logger.artifact_location))
+    client = MlflowClient(uri)
     parent = client.create_run(experiment_id, run_name=run_name(cfg), tags={**tags, PHASE_TAG: "parent"})
     params = config_params(cfg)
     for key, value in params.items():

@@ -8,6 +8,8 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from rlx.store import ensure_experiment
+
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
@@ -36,14 +38,19 @@ def local_artifact_location(tracking_uri: str, artifact_location: str) -> str | 
 
 
 def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
-    """The Lightning MLflow logger of this run (a new run, or `run_id` to continue one)."""
+    """The Lightning MLflow logger of this run (a new run, or `run_id` to continue one). The store
+    and the experiment are made here, safely across processes (rlx.store): the logger would
+    otherwise create them on first use, racing any run started at the same moment."""
     log_cfg = cfg.logger
+    artifact_location = local_artifact_location(log_cfg.tracking_uri, log_cfg.artifact_location)
+    if run_id is None:
+        ensure_experiment(log_cfg.tracking_uri, log_cfg.experiment_name, artifact_location)
     return MLFlowLogger(
         experiment_name=log_cfg.experiment_name,
         run_name=cfg.run_name,
         tracking_uri=log_cfg.tracking_uri,
         tags=tags if run_id is None else None,
-        artifact_location=local_artifact_location(log_cfg.tracking_uri, log_cfg.artifact_location),
+        artifact_location=artifact_location,
         run_id=run_id,
         log_model=False,
         # asynchronous: metrics are queued and written by MLflow's background thread, off the

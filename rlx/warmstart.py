@@ -113,10 +113,12 @@ def train_base_policy(task, model_cfg, warmstart_cfg, seed: int, out_dir: Path) 
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out_dir.exists():  # another process finished first; keep its copy
-        shutil.rmtree(tmp)
-    else:
+    try:
         tmp.rename(out_dir)
+    except OSError:  # another process finished first (out_dir exists, not empty): keep its copy
+        if not out_dir.exists():
+            raise
+        shutil.rmtree(tmp)
 
 
 def base_policy(task, task_cfg: dict, model_cfg, warmstart_cfg, cache_root: str | Path):

@@ -90,15 +90,13 @@ def test_joblib_multirun_jobs_are_separate_processes_and_mlflow_runs(tmp_path, c
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=debug"])
     base_policy(instantiate_task(cfg.task), task_identity(cfg.task), cfg.model, cfg.task.warmstart, cache_dir)
-    # create the sqlite store and the experiment first, as an earlier run would have: parallel jobs
-    # that both find no store (or no experiment) race to create it
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    client.create_experiment("expression", artifact_location=(tmp_path / "artifacts").as_uri())
+    # a new store: the parallel jobs create it (and the experiment) together, safely (rlx.store)
     cli("--multirun", "hydra/launcher=local_parallel", "experiment=debug", "trainer.max_steps=1",
         "trainer.num_threads=1", "eval.samples_per_prompt=1", "eval.k=[1]", "seed=0,1", "sweep_id=joblib-test",
         f"cache_dir={cache_dir}", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"logger.artifact_location={tmp_path}/artifacts", f"checkpoint.dir={tmp_path}/checkpoints",
         f"hydra.sweep.dir={tmp_path}/sweep")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("expression").experiment_id])
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
     assert {r.data.tags["sweep_id"] for r in runs} == {"joblib-test"}
