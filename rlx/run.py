@@ -18,6 +18,7 @@ from rlx.build import (checkpoint_run_id, find_checkpoint, instantiate_task, loa
                        quiet_libraries, sweep_id_of, task_identity)
 from rlx.callbacks import IterationProgress
 from rlx.config import ConfigError, validate
+from rlx.interrupt import StopOnSignal, fit_or_stop
 from rlx.models import prepare_policy
 from rlx.module import RLModule
 from rlx.precision import lightning_precision
@@ -79,7 +80,8 @@ def check_config(cfg: DictConfig) -> DictConfig:
 
 
 def build_trainer(cfg: DictConfig, logger, callbacks: list | None) -> L.Trainer:
-    """The Lightning Trainer of a run: one epoch per RL iteration, checkpoints every checkpoint.every."""
+    """The Lightning Trainer of a run: one epoch per RL iteration, checkpoints every checkpoint.every
+    and, on SIGTERM / SIGINT, of the iteration that was running (rlx.interrupt)."""
     # other ranks get rank 0's directory (ModelCheckpoint broadcasts it at setup)
     run_dir = logger.run_id if logger is not None else f"rank{rank_zero_only.rank}"
     checkpoints = ModelCheckpoint(dirpath=Path(cfg.checkpoint.dir) / run_dir, filename="iteration-{epoch}",
@@ -93,7 +95,7 @@ def build_trainer(cfg: DictConfig, logger, callbacks: list | None) -> L.Trainer:
         strategy=make_strategy(cfg.trainer),
         **lightning_precision(cfg.precision.trainer_precision, cfg.trainer.accelerator),
         logger=logger if logger is not None else False,
-        callbacks=[checkpoints, IterationProgress(), *(callbacks or [])],
+        callbacks=[checkpoints, IterationProgress(), StopOnSignal(), *(callbacks or [])],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -156,11 +158,15 @@ def run_rl(cfg: DictConfig, init_checkpoint: str | Path | None = None, base_task
     logger = make_logger(cfg, tags, run_id=run_id) if rank_zero else None
     if ckpt_path is None and logger is not None:
         log_run_files(logger, cfg, base_dir)
+    elif logger is not None:  # a resumed run (KILLED, FAILED, or left RUNNING by SIGKILL) runs again
+        logger.experiment.update_run(logger.run_id, status="RUNNING")
     trainer = build_trainer(cfg, logger, callbacks)
     if rank_zero:
         print(f"rlx: {cfg.algorithm.name} (base {cfg.algorithm.base or cfg.algorithm.name}) on task "
               f"{cfg.task.name}, {cfg.trainer.max_steps} iterations; " + ui_hint(logger).splitlines()[0])
     # Seed last: a warm-start trained in this process must not shift the RL run's random stream.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer.fit(module, DataLoader([0], batch_size=None), ckpt_path=str(ckpt_path) if ckpt_path else None)
+    # a signal ends the run KILLED after a checkpoint of its last completed iteration (rlx.interrupt)
+    fit_or_stop(trainer, logger, module, DataLoader([0], batch_size=None),
+                ckpt_path=str(ckpt_path) if ckpt_path else None)
     return finish_run(logger, cfg, module)

@@ -8,13 +8,16 @@ experiment=sequential, two phases (rlx.sequential).
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import hydra
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rlx.config import CONF_DIR, ConfigError
+from rlx.interrupt import Interrupted
 from rlx.run import run_rl
 from rlx.sequential import run_sequential
 
@@ -36,6 +39,13 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"rlx-train: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:  # SIGTERM / SIGINT: exit 143 / 130, as a shell reports a signalled process
+        hint = "; continue it with the same command plus resume=last" if exc.checkpoint else ""
+        print(f"rlx-train: {exc}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except SIGTERMException:  # Lightning's own SIGTERM stop (e.g. during the warm-start) exits 0 otherwise
+        print("rlx-train: stopped by SIGTERM", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     return metrics.get("train/reward_mean")
 
 
