@@ -77,6 +77,8 @@ class PolicyUpdate:
         self.policy, self.alg, self.regulator, self.settings = policy, alg, regulator, settings
         self.grad_clip, self.activation_offload = grad_clip, activation_offload
         self.hooks = hooks or StepHooks()
+        # the training forward forms fp32 log-probs from the model's own head
+        self.train_settings = settings.in_fp32()
 
     def run(self, rollout: RolloutBatch, optimizer, generator: torch.Generator, fill_old: bool) -> dict[str, float]:
         """ppo_epochs passes over the trainable rows in a shuffled order, cut into num_minibatches
@@ -163,8 +165,7 @@ class PolicyUpdate:
         offload = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) \
             if self.activation_offload else nullcontext()
         with offload:
-            # the training forward forms fp32 log-probs from the model's own head
-            current = response_token_stats(self.policy, part, self.settings.in_fp32(),
+            current = response_token_stats(self.policy, part, self.train_settings,
                                            with_entropy=fill_old or loss_entropy)
             if fill_old and scale:  # this step starts at the rollout policy: old log-probs = current ones
                 extras["old_logprobs"][micro, :width] = current.logprobs.detach()
