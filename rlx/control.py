@@ -74,6 +74,11 @@ class _TargetController:
         self.target = None if d["target"] is None else float(d["target"])
         self.num_updates = int(d.get("num_updates", 0))
 
+    @property
+    def at_bound(self) -> bool:
+        """Whether the knob sits at a limit of its range (the controller cannot push further that way)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._knob}={getattr(self, self._knob)!r}, target={self.target!r})"
 
@@ -101,6 +106,11 @@ class ZetaController(_TargetController):
         _require(zeta_init == 0 or zeta_min <= abs(zeta_init) <= zeta_max, "zeta_init", zeta_init,
                  f"must be 0 or have |zeta_init| in [zeta_min, zeta_max]=[{zeta_min}, {zeta_max}]")
         self.zeta, self.zeta_min, self.zeta_max = zeta_init, zeta_min, zeta_max
+
+    @property
+    def at_bound(self) -> bool:
+        """|zeta| = zeta_max: the cap. (|zeta| = zeta_min is where the sign flips, part of the rule.)"""
+        return abs(self.zeta) >= self.zeta_max
 
     def update(self, measured_entropy: float) -> float:
         """Apply the doubling / halving rule once; returns the new zeta."""
@@ -153,6 +163,11 @@ class ClipHighController(_TargetController):
         self.eps_high, self.eps_min, self.eps_max = eps_init, eps_min, eps_max
         self.factor, self.mode, self.step, self.dead_band = factor, mode, step, dead_band
 
+    @property
+    def at_bound(self) -> bool:
+        """eps_high = eps_min or eps_max."""
+        return self.eps_high <= self.eps_min or self.eps_high >= self.eps_max
+
     def update(self, measured_entropy: float) -> float:
         """One step of eps_high toward the target; returns the new eps_high."""
         d = self._direction(measured_entropy, self.dead_band)
@@ -188,6 +203,11 @@ class AdaptiveEntropyCoefController(_TargetController):
                  f"must be in [coef_min, coef_max]=[{coef_min}, {coef_max}]")
         self.coef, self.delta, self.coef_min, self.coef_max = coef_init, delta, coef_min, coef_max
         self.below_target = False
+
+    @property
+    def at_bound(self) -> bool:
+        """coef = coef_min or coef_max."""
+        return self.coef <= self.coef_min or self.coef >= self.coef_max
 
     @property
     def effective_coef(self) -> float:

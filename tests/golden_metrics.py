@@ -5,6 +5,7 @@ tests/test_golden_metrics.py, so a refactor that changes any logged number fails
 only for an intentional change (its own commit, before/after numbers in the commit message):
 
     .venv/bin/python tests/golden_metrics.py            # writes tests/data/golden_metrics.json
+    .venv/bin/python tests/golden_metrics.py repo_r     # re-records only these algorithms
 
 Each run goes through the real entry point (`rlx.train.train`: Lightning Trainer, MLflow sqlite
 store) with experiment=debug, one intra-op thread (so reductions sum in a fixed order) and its
@@ -42,7 +43,8 @@ def golden_config(store: Path, cache_dir: Path, algorithm: str):
 
 
 def logged_metrics(store: Path, run_name: str) -> dict[str, dict[str, float]]:
-    """{metric: {step: value}} of the run named run_name, timings left out."""
+    """{metric: {step: value}} of the run named run_name, timings left out; the run's summary tags
+    (summary/...) as {"summary": value}."""
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     experiments = [e.experiment_id for e in client.search_experiments()]
     run = next(r for r in client.search_runs(experiments) if r.info.run_name == run_name)
@@ -51,7 +53,10 @@ def logged_metrics(store: Path, run_name: str) -> dict[str, dict[str, float]]:
         if key.startswith(VOLATILE_PREFIXES):
             continue
         out[key] = {str(m.step): m.value for m in client.get_metric_history(run.info.run_id, key)}
-    return out
+    for key, value in run.data.tags.items():  # one-off values (rlx.tracking.summary_tags)
+        if key.startswith("summary/"):
+            out[key] = {"summary": float(value)}
+    return dict(sorted(out.items()))
 
 
 def run_golden(algorithm: str, store: Path, cache_dir: Path) -> dict[str, dict[str, float]]:
@@ -67,8 +72,9 @@ def run_golden(algorithm: str, store: Path, cache_dir: Path) -> dict[str, dict[s
 
 
 def record(algorithms=ALGORITHMS) -> dict:
-    """Run every algorithm config and write the golden file."""
-    golden = {}
+    """Run these algorithm configs (default: all) and write their records into the golden file,
+    keeping the other algorithms' records."""
+    golden = json.loads(GOLDEN_FILE.read_text()) if GOLDEN_FILE.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for algorithm in algorithms:
             golden[algorithm] = run_golden(algorithm, Path(tmp) / "store", Path(tmp) / "cache")
@@ -79,4 +85,4 @@ def record(algorithms=ALGORITHMS) -> dict:
 
 
 if __name__ == "__main__":
-    record()
+    record(sys.argv[1:] or ALGORITHMS)

@@ -204,3 +204,26 @@ def test_adaptive_entropy_coef_dynamics():
     assert effs[:6] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02, 0.02])
     assert effs[6:] == [0.0] * 6
     assert c.coef == 0.0
+
+
+def test_at_bound_says_when_the_knob_sits_at_a_limit():
+    zeta = ZetaController(zeta_init=0.0, zeta_min=0.25, zeta_max=1.0)
+    zeta.set_target(1.0)
+    flags = []
+    for h in (0.5, 0.5, 0.5, 0.5, 1.5):  # 0.25, 0.5, 1.0, 1.0 (capped), then halved to 0.5
+        zeta.update(h)
+        flags.append(zeta.at_bound)
+    assert flags == [False, False, True, True, False]  # |zeta| = zeta_min is the sign flip, not a bound
+    clip = ClipHighController(eps_init=0.8, eps_min=0.1, eps_max=1.0, factor=1.25)
+    clip.set_target(1.0)
+    clip.update(0.5)
+    assert clip.eps_high == 1.0 and clip.at_bound
+    clip.update(1.5)
+    assert clip.eps_high == pytest.approx(0.8) and not clip.at_bound
+    coef = AdaptiveEntropyCoefController(coef_init=0.0, delta=0.05, coef_max=0.1)
+    coef.set_target(1.0)
+    assert coef.at_bound  # at coef_min
+    coef.update(0.5)
+    assert not coef.at_bound
+    coef.update(0.5)
+    assert coef.coef == pytest.approx(0.1) and coef.at_bound

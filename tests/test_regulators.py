@@ -68,15 +68,55 @@ def test_hooks_are_called_as_documented(make_config):
     regulator = CountingRegulator()
     learner = tiny_learner(cfg, regulator)
     optimizer = learner.make_optimizer()
-    after = []
+    rollout_entropy = []
     for iteration in range(2):
-        metrics = learner.train_on(learner.collect(iteration)[0], optimizer, iteration)
+        rollout, rollout_metrics = learner.collect(iteration)
+        # rewards of an untrained policy are all 0: random advantages make the update move entropy
+        rollout.extras["advantages"] = torch.randn(len(rollout.completions),
+                                                   generator=torch.Generator().manual_seed(iteration))
+        metrics = learner.train_on(rollout, optimizer, iteration)
         assert metrics["train/optimizer_steps"] == 4
         assert metrics["plugin/updates"] == iteration + 1
-        after.append(metrics["train/entropy_after"])
+        assert abs(metrics["train/entropy_after"] - rollout_metrics["train/entropy"]) > 1e-6  # the update moved it
+        rollout_entropy.append(rollout_metrics["train/entropy"])
     assert regulator.calls == {"start": 1, "rollout_advantages": 2, "advantages": 2 * 17, "loss_overrides": 8,
                                "update": 2}
-    assert regulator.entropies == after  # update() gets the entropy the monitor measured
+    # update() gets the rollout policy's own entropy (pre-update), not the post-update re-score
+    assert regulator.entropies == pytest.approx(rollout_entropy, rel=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_controllers_read_the_rollout_entropy_without_a_post_update_pass(make_config, monkeypatch, fused):
+    """With the Theorem-1 monitor off, REPO-R's controller still moves every iteration, from
+    train/entropy (fused or not), and no forward pass runs after the update."""
+    import rlx.learner.learner as learner_module
+
+    cfg = make_config("algorithm=repo_r", "monitor.entropy_dynamics=false", "eval_every=0",
+                      f"algorithm.num_minibatches={1 if fused else 2}")
+    learner = tiny_learner(cfg, build_regulator(OmegaConf.to_container(cfg.algorithm.regulator)))
+    assert learner.fused_old_logprobs() == fused
+    optimizer = learner.make_optimizer()
+    passes = []
+    real = learner_module.batched_token_stats
+    monkeypatch.setattr(learner_module, "batched_token_stats", lambda *a, **k: passes.append(1) or real(*a, **k))
+    zetas, entropies = [], []
+    for iteration in range(3):
+        passes.clear()
+        metrics = learner.iteration(iteration, optimizer)
+        assert "train/entropy_after" not in metrics
+        assert len(passes) == (0 if fused else 1) + 1  # old log-probs (unless fused) + the reference's
+        zetas.append(metrics["control/zeta"])
+        entropies.append(metrics["train/entropy"])
+        assert metrics["control/at_bound"] == float(abs(metrics["control/zeta"]) >= learner.regulator.controller.zeta_max)
+    target = learner.regulator.controller.target
+    assert target == pytest.approx(entropies[0] * cfg.algorithm.regulator.target_ratio)
+    # the doubling rule applied to the logged rollout entropies reproduces the logged zetas
+    from rlx.control import ZetaController
+
+    reg = cfg.algorithm.regulator
+    replay = ZetaController(reg.zeta_init, reg.zeta_min, reg.zeta_max, reg.target_ratio)
+    replay.set_target(entropies[0])
+    assert [replay.update(h) for h in entropies] == zetas
 
 
 def test_hooks_shape_what_the_loss_and_the_monitor_see(make_config):

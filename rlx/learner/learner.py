@@ -3,7 +3,7 @@
     evaluate (every eval_every iterations)
     sample prompts -> rollout -> score -> advantages -> rollout statistics      (collect)
     regulator.rollout_advantages -> update: epochs x minibatches x micro-batches (train_on)
-    -> entropy monitor -> regulator.update (controllers) -> metrics
+    -> regulator.update(rollout entropy) (controllers) -> entropy monitor -> metrics -> guards
 
 Runnable from a test or a benchmark with a plain optimizer (Learner.iteration); rlx.module wires
 it into Lightning's loop, strategies, checkpoints and logger.
@@ -21,10 +21,12 @@ from rlx import objectives as obj
 from rlx.evaluation import evaluate
 from rlx.learner import diagnostics
 from rlx.learner import distributed as ddp
+from rlx.learner.distributed import global_mean
+from rlx.learner.guards import Guards
 from rlx.learner.monitor import EntropyMonitor
 from rlx.learner.sampling import PolicySampler, sample_prompts
 from rlx.learner.token_stats import ForwardSettings, batched_token_stats
-from rlx.learner.update import PolicyUpdate, StepHooks, loss_config
+from rlx.learner.update import PolicyUpdate, StepHooks, correction_enabled, loss_config
 from rlx.models import is_lora_model
 from rlx.regulators import Regulator, build_regulator
 from rlx.rollout import RolloutBatch
@@ -43,6 +45,12 @@ def reference_policy(policy, reference, cfg: DictConfig) -> tuple[torch.nn.Modul
     return reference, is_base
 
 
+def vocab_size(policy) -> int:
+    """Rows of the policy's output layer (the size of the distribution it samples from)."""
+    head = policy.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(policy.config.vocab_size)
+
+
 class Learner:
     """Policy, reference, regulator and monitor of one run, and the stages of its iterations."""
 
@@ -58,7 +66,10 @@ class Learner:
         self.update = PolicyUpdate(policy, cfg.algorithm, self.regulator, self.settings, cfg.optim.grad_clip,
                                    cfg.trainer.activation_offload, hooks)
         self.train_prompts = task.train_prompts()
-        self.nonfinite_streak = 0
+        self.guards = Guards(vocab_size(policy), cfg.task.prompts_per_step * cfg.algorithm.group_size,
+                             reward_patience=cfg.guard.reward_failure_patience,
+                             divergence_patience=cfg.guard.divergence_patience,
+                             nonfinite_patience=cfg.guard.nonfinite_patience)
         self.eval_generations: str | None = None
 
     @property
@@ -73,7 +84,8 @@ class Learner:
 
     # ----------------------------------------------------------------- one iteration
     def iteration(self, iteration: int, optimizer) -> dict[str, float]:
-        """Evaluate when due, collect a rollout batch, train on it; the metrics (mean over ranks)."""
+        """Evaluate when due, collect a rollout batch, train on it; the metrics (mean over ranks).
+        Raises RunStopped when a guard finds the run broken (rlx.learner.guards)."""
         metrics: dict[str, float] = {}
         t_start = time.perf_counter()
         if self.evaluation_due(iteration):
@@ -82,7 +94,9 @@ class Learner:
         metrics.update(rollout_metrics)
         metrics.update(self.train_on(rollout, optimizer, iteration))
         metrics["time/iteration_s"] = time.perf_counter() - t_start
-        return ddp.mean_over_ranks(metrics, self.device)
+        metrics = ddp.mean_over_ranks(metrics, self.device)
+        self.guards.check(metrics, iteration)
+        return metrics
 
     def evaluation_due(self, iteration: int) -> bool:
         """At the first iteration and every eval_every iterations (the last is evaluated after it)."""
@@ -97,7 +111,8 @@ class Learner:
         t0 = time.perf_counter()
         prec = self.cfg.precision
         rollout = self.sampler.generate(prompts, self.alg.group_size,
-                                        return_logprobs=bool(prec.diagnostics) or prec.old_logprobs == "sampler")
+                                        return_logprobs=bool(prec.diagnostics) or prec.old_logprobs == "sampler"
+                                        or correction_enabled(self.alg))
         t_rollout = time.perf_counter() - t0
         stats = RewardStats()
         rewards = torch.tensor(self.sampler.score(prompts, rollout, stats), dtype=torch.float32)
@@ -113,17 +128,18 @@ class Learner:
         return rollout, metrics
 
     def train_on(self, rollout: RolloutBatch, optimizer, iteration: int) -> dict[str, float]:
-        """Regulated token advantages -> optimizer steps -> monitor -> regulator.update."""
+        """Regulated token advantages -> optimizer steps -> regulator.update(rollout entropy) -> monitor."""
         t0 = time.perf_counter()
         mask, extras = rollout.response_mask, rollout.extras
         extras["token_advantages"] = self.regulator.rollout_advantages(
             extras["advantages"].to(mask.device)[:, None] * mask, extras["old_logprobs"], extras["entropy"], mask)
         generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + iteration)
         metrics = self.update.run(rollout, optimizer, generator, fill_old=self.fused_old_logprobs())
-        self.check_nonfinite(metrics, iteration)
         metrics["time/update_s"] = time.perf_counter() - t0
         if self.fused_old_logprobs():  # the rollout policy's statistics came from the update's forward pass
             metrics.update(self.policy_statistics(rollout))
+        # the controllers compare the rollout policy's own entropy (pre-update, as the target) with the target
+        metrics.update(self.regulator.update(global_mean(extras["entropy"], mask)))
         metrics.update(self.after_update(rollout))
         return metrics
 
@@ -149,13 +165,13 @@ class Learner:
         """Whether the old log-probs and entropy come from the update's first forward pass instead of
         a separate no-grad pass: with one minibatch per epoch (and no dynamic sampling) the first
         optimizer step covers every row and starts at the rollout policy. Off when something needs
-        them before the update (the regulator, the sampler's log-probs, the fp32 diagnostics), when
-        the old log-probs use other arithmetic than the training pass, and with
-        trainer.fuse_old_logprobs=false."""
+        them before the update (the regulator, the sampler's log-probs, the rollout correction, the
+        fp32 diagnostics) and with trainer.fuse_old_logprobs=false. The training pass forms
+        log-probs with the preset's arithmetic, so every precision preset can fuse."""
         alg, prec = self.alg, self.cfg.precision
         return bool(self.cfg.trainer.fuse_old_logprobs and alg.num_minibatches == 1 and not alg.dynamic_sampling
                     and not self.regulator.needs_rollout_statistics and prec.old_logprobs == "trainer"
-                    and prec.logprob_dtype == "float32" and not prec.upcast_head
+                    and not correction_enabled(alg)
                     and not self.diagnostics_enabled() and not is_multi_turn(self.task))
 
     def diagnostics_enabled(self) -> bool:
@@ -216,15 +232,11 @@ class Learner:
             self.regulator.start(self.monitor.entropy0)
         return metrics
 
-    def regulator_reads_entropy(self) -> bool:
-        """Whether the regulator's update uses the measured entropy (it overrides Regulator.update)."""
-        return type(self.regulator).update is not Regulator.update
-
     @torch.no_grad()
     def after_update(self, rollout: RolloutBatch) -> dict[str, float]:
-        """The post-update entropy of the batch: Theorem 1's prediction next to the measured change,
-        the precision clip flips, then regulator.update(post-update entropy)."""
-        if not (self.cfg.monitor.entropy_dynamics or self.regulator_reads_entropy()):
+        """The post-update entropy of the batch (monitor.entropy_dynamics): Theorem 1's prediction
+        next to the measured change, and the precision clip flips."""
+        if not self.cfg.monitor.entropy_dynamics:
             return {}
         t0 = time.perf_counter()
         mask, extras = rollout.response_mask, rollout.extras
@@ -238,18 +250,7 @@ class Learner:
                 kwargs.get("clip_ratio_low", self.alg.clip_ratio_low),
                 kwargs.get("clip_ratio_high", self.alg.clip_ratio_high)))
         metrics["time/monitor_s"] = time.perf_counter() - t0
-        metrics.update(self.regulator.update(metrics["train/entropy_after"]))
         return metrics
-
-    def check_nonfinite(self, metrics: dict[str, float], iteration: int, patience: int = 3) -> None:
-        """Fail (the run ends FAILED, its last checkpoint intact) after `patience` iterations in a
-        row whose every optimizer step had a non-finite loss or gradient."""
-        failed = metrics["train/nonfinite_skips"] and not metrics["train/optimizer_steps"]
-        self.nonfinite_streak = self.nonfinite_streak + 1 if failed else 0
-        if self.nonfinite_streak >= patience:
-            raise FloatingPointError(
-                f"loss or gradient was NaN/inf in every optimizer step of {patience} iterations in a row "
-                f"(iteration {iteration}); resume from the last checkpoint with a lower optim.lr")
 
     # ----------------------------------------------------------------- evaluation and state
     @torch.no_grad()
@@ -273,11 +274,11 @@ class Learner:
         return self.monitor.summary()
 
     def state_dict(self) -> dict:
-        """Regulator, monitor and failure-streak state (random streams: rlx.learner.rng)."""
+        """Regulator, monitor and guard state (random streams: rlx.learner.rng)."""
         return {"regulator": self.regulator.state_dict(), "monitor": self.monitor.state_dict(),
-                "nonfinite_streak": self.nonfinite_streak}
+                "guards": self.guards.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.regulator.load_state_dict(state["regulator"])
         self.monitor.load_state_dict(state["monitor"])
-        self.nonfinite_streak = state["nonfinite_streak"]
+        self.guards.load_state_dict(state["guards"])

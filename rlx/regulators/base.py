@@ -8,7 +8,9 @@ One iteration, in order (see docs/method.md for each regulator's formulas):
     advantages(A, lp, m)             for every micro-batch of every optimizer step (a minibatch
                                      that fits one micro-batch: once per minibatch), and once per
                                      iteration on the whole batch for the Theorem-1 monitor
-    update(entropy)                  once per iteration, after the update; returns metrics
+    update(entropy)                  once per iteration, after the update, with the mean token
+                                     entropy of this iteration's rollout under the policy that
+                                     sampled it (pre-update); returns metrics
     state_dict() / load_state_dict() saved in every checkpoint, restored by resume=last
 
 A regulator never sees Lightning, Hydra or MLflow: tensors in, tensors or floats out.
@@ -51,7 +53,8 @@ class Regulator:
         return {}
 
     def update(self, entropy: float) -> dict[str, float]:
-        """Once per iteration after the update; returns metrics logged under exactly these names."""
+        """Once per iteration after the update, with the rollout's (pre-update) mean token entropy;
+        returns metrics logged under exactly these names."""
         return {}
 
     def state_dict(self) -> dict:
@@ -65,8 +68,8 @@ class Regulator:
 class ControlledRegulator(Regulator):
     """A regulator driven by one controller of rlx.control (target = target_ratio x entropy0).
 
-    update() moves the controller once and logs `control/<metric_name>` (the knob's value) and
-    `control/target_entropy`.
+    update() moves the controller once and logs `control/<metric_name>` (the knob's value),
+    `control/target_entropy` and `control/at_bound` (1 when the knob sits at a limit of its range).
     """
 
     metric_name: str = ""
@@ -79,9 +82,10 @@ class ControlledRegulator(Regulator):
         self.controller.set_target(entropy0)
 
     def update(self, entropy: float) -> dict[str, float]:
-        """One controller step from the measured entropy."""
+        """One controller step from the rollout entropy."""
         value = self.controller.update(entropy)
-        return {f"control/{self.metric_name}": float(value), "control/target_entropy": float(self.controller.target)}
+        return {f"control/{self.metric_name}": float(value), "control/target_entropy": float(self.controller.target),
+                "control/at_bound": float(self.controller.at_bound)}
 
     def state_dict(self) -> dict:
         return self.controller.state_dict()
