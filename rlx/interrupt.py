@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from rlx.requeue import requeue
 from rlx.tracking import flush_metrics
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -53,38 +55,47 @@ class StopOnSignal(Checkpoint):
     and RNG state from RLModule.on_save_checkpoint. Ranks agree on stopping (any rank signalled), so
     all of them save (FSDP gathers shards) and stop together. Lightning's own SIGTERM handler
     (installed by the Trainer just before training: SLURM requeue bypass, forwarding to launched
-    ranks) is chained, not replaced."""
+    ranks) is chained, not replaced.
 
-    def __init__(self):
+    requeue_signal (inside a SLURM job, rlx.requeue): the preemption / time-limit warning; after
+    the checkpoint the job is requeued (submitit's handler, or scontrol), then Interrupted."""
+
+    def __init__(self, requeue_signal: int | None = None):
         self.signum: int | None = None
         self.saved: Path | None = None
+        self.requeue_signal = requeue_signal
+        self.signals = SIGNALS + ((requeue_signal,) if requeue_signal is not None else ())
         self._previous: dict = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # Python only lets the main thread set signal handlers
-        self._previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
-        for signum in SIGNALS:
+        self._previous = {signum: signal.getsignal(signum) for signum in self.signals}
+        for signum in self.signals:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
-        """Record the first signal; chain SIGTERM to the handler it replaced; a second SIGINT aborts."""
+        """Record the first signal; chain SIGTERM to the handler it replaced (the requeue signal's
+        runs after the checkpoint); a second SIGINT aborts."""
         if signum == signal.SIGINT and self.signum is not None:
             self._restore()
             raise KeyboardInterrupt
         if self.signum is None:
             self.signum = signum
             # os.write: print() could re-enter a stream the interrupted code is writing (the progress bar)
-            os.write(2, f"\nrlx: {signal.Signals(signum).name}: finishing this iteration, then checkpoint and "
-                        f"stop (Ctrl-C again: stop now, without a checkpoint)\n".encode())
+            then = "checkpoint, requeue and stop" if signum == self.requeue_signal else "checkpoint and stop"
+            os.write(2, f"\nrlx: {signal.Signals(signum).name}: finishing this iteration, then {then} "
+                        f"(Ctrl-C again: stop now, without a checkpoint)\n".encode())
         previous = self._previous.get(signum)
-        if signum != signal.SIGINT and callable(previous):
+        if signum not in (signal.SIGINT, self.requeue_signal) and callable(previous):
             previous(signum, frame)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
             return
         self._save(trainer)
+        if self.signum is not None and self.signum == self.requeue_signal and trainer.is_global_zero:
+            requeue(self.signum, self._previous.get(self.signum))  # submitit's handler exits the process
         raise Interrupted(self.signum or signal.SIGTERM, self.saved)  # a rank that got no signal stops as SIGTERM
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -132,3 +143,27 @@ def fit_or_stop(trainer, logger, *args, **kwargs) -> None:
         if isinstance(exc, Interrupted):
             raise
         raise Interrupted(signum, stopper.saved) from exc
+
+
+def failure_reason(exc: BaseException, limit: int = 500) -> str:
+    """One line: the exception's type and the first line of its message."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}"[:limit]
+
+
+@contextmanager
+def failed_on_error(logger):
+    """An exception inside ends the MLflow run FAILED with tag `failure_reason` (a signal's
+    Interrupted has already ended it KILLED), then propagates; never a run left RUNNING."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except BaseException as exc:
+        if logger is not None:
+            client, run_id = logger.experiment, logger.run_id
+            client.set_tag(run_id, "failure_reason", failure_reason(exc))
+            flush_metrics(logger)
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status="FAILED")
+        raise

@@ -179,7 +179,7 @@ BAD_VALUES = [
     (["+algorithm.clip_ratio_hgh=0.3"], "algorithm.clip_ratio_hgh=0.3: no such key in algorithm; allowed:"),
     (["logger.tracking_uri=${oc.env:RLX_TEST_UNSET_VARIABLE}"], "logger.tracking_uri='${oc.env:RLX_TEST_UNSET"),
     # algorithm
-    (["algorithm=grpo", "algorithm.clip_ratio_low=-0.1"], "algorithm.clip_ratio_low=-0.1: must be >= 0"),
+    (["algorithm=grpo", "algorithm.clip_ratio_low=-0.1"], "algorithm.clip_ratio_low=-0.1: must be > 0"),
     (["algorithm=grpo", "algorithm.clip_ratio_high=-0.2"], "algorithm.clip_ratio_high=-0.2"),
     (["algorithm=grpo", "algorithm.clip_ratio_low=1.5"], "algorithm.clip_ratio_low=1.5: must be <= 1"),
     (["algorithm=grpo", "algorithm.clip_ratio_c=0.5"], "algorithm.clip_ratio_c=0.5"),
@@ -283,7 +283,7 @@ def test_cli_prints_composed_config(tmp_path):
 
 
 @pytest.mark.parametrize("value,line", [
-    ("-0.1", "rlx-train: invalid config: algorithm.clip_ratio_low=-0.1: must be >= 0"),
+    ("-0.1", "rlx-train: invalid config: algorithm.clip_ratio_low=-0.1: must be > 0 (0 would freeze the ratio at 1: no token could move past the old policy on that side)"),
     ("abc", "rlx-train: invalid config: algorithm.clip_ratio_low='abc': must be a float"),
 ])
 def test_cli_bad_value_is_one_clear_line_and_builds_nothing(tmp_path, value, line):

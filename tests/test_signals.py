@@ -27,8 +27,8 @@ def train_command(store: Path, cache_dir: Path, max_steps: int, *extra: str) -> 
 
 
 def iterations_done(log: Path) -> int:
-    """Iterations the progress bar ("RL iterations: 3/40") has counted so far."""
-    counts = re.findall(r"RL iterations:\s+\d+%\|[^|]*\|\s*(\d+)/\d+", log.read_text(errors="replace"))
+    """Iterations the plain progress lines of a log ("iteration 3/40  reward ...") have counted so far."""
+    counts = re.findall(r"^iteration (\d+)/\d+", log.read_text(errors="replace"), flags=re.MULTILINE)
     return int(counts[-1]) if counts else 0
 
 

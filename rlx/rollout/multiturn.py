@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from rlx.rollout.batch import RolloutBatch
-from rlx.tasks.base import MultiTurnTask, Prompt, RewardStats, as_reward
+from rlx.tasks.base import USER_CODE_ERRORS, MultiTurnTask, Prompt, RewardStats, as_reward
 
 ERROR_OBSERVATION = "\n"  # what the policy sees after a turn whose environment step failed
 
@@ -124,7 +124,7 @@ def env_step(episode: Episode, action: str, task_name: str, stats: RewardStats):
         result = episode.env.step(action)
         reward = as_reward(result.reward)
         return result.observation, reward, bool(result.done)
-    except Exception as exc:  # noqa: BLE001 - a broken environment must not kill a long run
+    except USER_CODE_ERRORS as exc:  # a broken environment (even one calling sys.exit) must not kill a long run
         stats.record(task_name, exc, source="environment")
         episode.env_errors += 1
         return ERROR_OBSERVATION, 0.0, True
@@ -136,7 +136,7 @@ def close_env(episode: Episode, task_name: str, stats: RewardStats) -> None:
         return
     try:
         episode.env.close()
-    except Exception as exc:  # noqa: BLE001
+    except USER_CODE_ERRORS as exc:
         stats.record(task_name, exc, source="environment")
 
 
@@ -149,7 +149,7 @@ def start_episodes(task: MultiTurnTask, tokenizer, prompts: Sequence[Prompt], gr
             try:
                 env = task.make_env(prompt)
                 first = env.reset()
-            except Exception as exc:  # noqa: BLE001
+            except USER_CODE_ERRORS as exc:
                 stats.record(task.name, exc, source="environment")
                 first, env = prompt.text, None
             episode = Episode(prompt_ids(tokenizer, first), env)

@@ -7,8 +7,9 @@ Two shapes, both selected by config (`_target_`):
   `reset() -> observation` and `step(action) -> StepResult(observation, reward, done, info)`;
   the rollout driver (rlx.rollout.multiturn) alternates policy turns and observations.
 
-Conventions shared by both: a reward must be a finite real number (`as_reward`); one that is
-not, or a reward function / environment that raises, scores 0 and is counted in `RewardStats`.
+Conventions shared by both: a reward must be a finite real number that float32 can hold
+(`as_reward`); one that is not, or a reward function / environment that raises (even
+`SystemExit`) or runs past its time limit, scores 0 and is counted in `RewardStats`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,44 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
+
+FLOAT32_MAX = 3.4028234663852886e38  # rewards become float32 tensors; anything larger turns into inf
+# What user reward / environment code may raise without stopping the run: every Exception, and
+# SystemExit (a stray sys.exit()); KeyboardInterrupt still stops it.
+USER_CODE_ERRORS = (Exception, SystemExit)
+
+
+class RewardTimeout(TimeoutError):
+    """A reward call ran past task.reward_timeout_s."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise RewardTimeout in the code inside once `seconds` of wall time have passed (a SIGALRM
+    timer, so it interrupts Python code and sleeps). No limit for None, or off the main thread
+    (Python delivers signals to the main thread only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise RewardTimeout(f"reward call ran past task.reward_timeout_s={seconds}")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -160,34 +194,41 @@ class RewardStats:
 
 
 def as_reward(value: Any) -> float:
-    """value as a finite float. Accepts real numbers (int, float, bool, numpy scalars, 0-d
-    tensors: anything with __float__ but text); raises TypeError for text, None and other
-    non-numbers, ValueError for nan/inf."""
+    """value as a float that stays finite in float32 (the training dtype of rewards). Accepts real
+    numbers (int, float, bool, numpy scalars, 0-d tensors: anything with __float__ but text);
+    raises TypeError for text, None and other non-numbers, ValueError for nan, inf and
+    |value| > float32's largest finite value (3.4e38)."""
     if isinstance(value, (str, bytes)) or not (isinstance(value, Real) or hasattr(value, "__float__")):
         raise TypeError(f"reward is not a number: {value!r}")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"reward is not finite: {number}")
+    if abs(number) > FLOAT32_MAX:
+        raise ValueError(f"reward {number:g} overflows float32 (|reward| <= {FLOAT32_MAX:.4g})")
     return number
 
 
 def safe_rewards(
-    task: SingleTurnTask, prompts: Sequence[Prompt], completions: Sequence[str], stats: RewardStats
+    task: SingleTurnTask, prompts: Sequence[Prompt], completions: Sequence[str], stats: RewardStats,
+    timeout_s: float | None = None,
 ) -> list[float]:
-    """Score each (prompt, completion); a reward that raises or is not a finite number scores 0.
+    """Score each (prompt, completion); a reward that raises (SystemExit included), runs past
+    `timeout_s` or is not a finite float32 number scores 0.
 
     Every failure is counted in `stats` (and the first one logged once) so a broken reward
     function shows up in the metrics instead of killing a long run. A `batched` task is called
-    once for the whole batch: if that call raises or returns the wrong number of rewards, every
-    sample scores 0 and counts as a failure; a single bad element scores 0 on its own.
+    once for the whole batch (`timeout_s` then limits that call): if it raises or returns the
+    wrong number of rewards, every sample scores 0 and counts as a failure; a single bad element
+    scores 0 on its own.
     """
     if getattr(task, "batched", False):
-        return _safe_batched_rewards(task, prompts, completions, stats)
+        return _safe_batched_rewards(task, prompts, completions, stats, timeout_s)
     rewards = []
     for prompt, completion in zip(prompts, completions, strict=True):
         try:
-            value = as_reward(task.reward(prompt, completion))
-        except Exception as exc:  # noqa: BLE001 - any user reward failure must not crash the run
+            with time_limit(timeout_s):
+                value = as_reward(task.reward(prompt, completion))
+        except USER_CODE_ERRORS as exc:  # any user reward failure must not crash the run
             value = 0.0
             stats.record(task.name, exc)
         rewards.append(value)
@@ -195,21 +236,22 @@ def safe_rewards(
 
 
 def _safe_batched_rewards(task, prompts: Sequence[Prompt], completions: Sequence[str],
-                          stats: RewardStats) -> list[float]:
+                          stats: RewardStats, timeout_s: float | None) -> list[float]:
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     try:
-        values = list(task.reward_batch(prompts, completions))
+        with time_limit(timeout_s):
+            values = list(task.reward_batch(prompts, completions))
         if len(values) != len(prompts):
             raise ValueError(f"batched reward returned {len(values)} values for {len(prompts)} samples")
-    except Exception as exc:  # noqa: BLE001
+    except USER_CODE_ERRORS as exc:
         stats.record(task.name, exc, count=len(prompts))
         return [0.0] * len(prompts)
     rewards = []
     for value in values:
         try:
             rewards.append(as_reward(value))
-        except Exception as exc:  # noqa: BLE001
+        except USER_CODE_ERRORS as exc:
             stats.record(task.name, exc)
             rewards.append(0.0)
     return rewards
