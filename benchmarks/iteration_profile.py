@@ -254,7 +254,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "cache"))
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--json")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides for the profile, e.g. precision=bf16_fp32_logprobs")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the profile, e.g. precision=bf16_true_logp_fp32_old_trainer")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -1,4 +1,6 @@
-"""Numerical precision as an experiment axis: dtypes, low-precision log-probs and the
+"""Numerical precision as an experiment axis: dtypes, the log-prob arithmetic every pass shares
+(logprobs_in_dtype, step_logprobs, fp32_head_logits: the trainer's forward, the old-log-prob pass
+and the sampler form log-probs alike), the bf16 spacing of a value (dtype_spacing), and the
 sampler/trainer mismatch diagnostics of Theorem 3 (bf16 ratios are biased upward, which acts as
 extra clipping in the entropy-reducing direction).
 """
@@ -20,6 +22,37 @@ def logprobs_in_dtype(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.d
     """log softmax(logits)[labels] computed entirely in `dtype` (e.g. bf16: the setting whose
     rounding biases the ratio), returned as fp32 values that carry that rounding."""
     return torch.log_softmax(logits.to(dtype), dim=-1).gather(-1, labels[..., None]).squeeze(-1).float()
+
+
+def step_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                  logprob_dtype: torch.dtype) -> torch.Tensor:
+    """A sampler's log-probs of the sampled tokens of one generation step, logits [N, V], tokens [N]:
+    log softmax(logits / temperature)[tokens] in fp32 (fp32 log-softmax of the upcast logits),
+    or, for another logprob_dtype, formed as the trainer forms it: logits / temperature in the
+    logits' dtype, then log-softmax in logprob_dtype (logprobs_in_dtype)."""
+    if logprob_dtype == torch.float32:
+        return (logits.float() / temperature).log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+    scaled = logits / temperature if temperature != 1.0 else logits
+    return logprobs_in_dtype(scaled, tokens, logprob_dtype)
+
+
+def fp32_head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """logits = hidden @ W^T (+ b) with the LM head's weights and the hidden states upcast to fp32,
+    outside any autocast region (precision.upcast_head; the trainer and rlx's sampler use it).
+    Differentiable: the gradient reaches the head's own (e.g. bf16) weights."""
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        bias = None if head.bias is None else head.bias.float()
+        return torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+
+
+def dtype_spacing(values: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The gap between adjacent representable numbers of `dtype` at abs(values) (one ulp):
+    eps(dtype) * 2^floor(log2 abs(x)), for normal numbers (bf16: eps = 2^-7, so a log-prob of
+    -10 is stored to within 2^3 * 2^-7 / 2 = 0.031 nats, a ratio error of about 3%).
+    Returned in fp32; values below the smallest normal get the spacing of the smallest normal."""
+    info = torch.finfo(dtype)
+    magnitude = values.float().abs().clamp(min=info.tiny)
+    return info.eps * torch.exp2(torch.floor(torch.log2(magnitude)))
 
 
 def logp_mismatch(sampler_logprobs: torch.Tensor, trainer_logprobs: torch.Tensor,

@@ -10,7 +10,10 @@ from rlx.objectives import entropy_from_logits, logprobs_from_logits
 from rlx.precision import clip_flips, lightning_precision, logp_mismatch, logprobs_in_dtype, ratio_bias
 from rlx.train import train
 
-PRECISIONS = ["fp32", "bf16", "bf16_fp32_logprobs", "bf16_mixed", "fp16"]
+CELLS = [f"{w}_logp_{lp}_old_{old}" for w in ("bf16_true", "bf16_mixed") for lp in ("fp32", "bf16")
+         for old in ("trainer", "sampler")]
+PRECISIONS = ["fp32", "bf16_mixed", "fp16", *CELLS]
+TRAINER_OLD = [p for p in PRECISIONS if not p.endswith("_old_sampler")]
 
 
 def reference_fp64(logits: torch.Tensor, labels: torch.Tensor):
@@ -97,3 +100,69 @@ def test_each_precision_runs_two_iterations(make_config, store, precision):
         assert metrics["precision/logp_mismatch_max"] < 1e-3
     else:
         assert "precision/clip_flip_frac" in metrics
+    if precision in TRAINER_OLD:
+        # the training forward forms log-probs with the preset's arithmetic, like the old-log-prob
+        # pass: before the policy moves, every ratio is exactly 1
+        history = client.get_metric_history(run.info.run_id, "precision/ratio_bias")
+        assert len(history) == 2 and all(h.value == 0.0 for h in history)
+
+
+def test_sampler_forms_log_probs_like_the_trainer():
+    """step_logprobs (the sampler's) is logprobs_in_dtype (the trainer's) on the same logits."""
+    from rlx.precision import step_logprobs
+
+    generator = torch.Generator().manual_seed(3)
+    logits = (torch.randn(64, 1000, generator=generator) * 5).to(torch.bfloat16)
+    tokens = torch.randint(0, 1000, (64,), generator=generator)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert torch.equal(step_logprobs(logits, tokens, 1.0, dtype), logprobs_in_dtype(logits, tokens, dtype))
+    fp32 = step_logprobs(logits, tokens, 1.0, torch.float32)
+    torch.testing.assert_close(fp32, logprobs_from_logits(logits[:, None], tokens[:, None]).squeeze(1))
+    assert not torch.equal(fp32, step_logprobs(logits, tokens, 1.0, torch.bfloat16))
+
+
+def test_sampler_with_upcast_head_samples_from_the_fp32_head():
+    """rlx's sampler under precision.upcast_head: its log-probs are the trainer's fp32-head ones."""
+    from rlx.learner.token_stats import ForwardSettings, response_token_stats
+    from rlx.models import char_tokenizer, tiny_causal_lm
+    from rlx.rollout import sample_rollouts
+
+    tokenizer = char_tokenizer("0123456789+=T:")
+    model = tiny_causal_lm(tokenizer, "llama", 32, 2, 2, 64, 64).to(torch.bfloat16)
+    torch.manual_seed(0)
+    batch = sample_rollouts(model, tokenizer, ["T=17:", "T=5:"], 3, max_new_tokens=6, return_logprobs=True,
+                            upcast_head=True)
+    trainer = response_token_stats(model, batch, ForwardSettings(upcast_head=True), with_entropy=False).logprobs
+    own_head = response_token_stats(model, batch, ForwardSettings(), with_entropy=False).logprobs
+    mask = batch.response_mask.bool()
+    sampler = batch.extras["sampler_logprobs"]
+    gap_fp32_head = (sampler - trainer)[mask].abs().max()
+    gap_own_head = (sampler - own_head)[mask].abs().max()
+    assert gap_fp32_head < 1e-2 and gap_fp32_head < gap_own_head
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", TRAINER_OLD)
+def test_fused_old_logprobs_equal_the_separate_pass_in_every_preset(make_config, monkeypatch, precision):
+    """One optimizer step per rollout: the old log-probs and entropy from the update's own forward
+    give the same iteration as a separate no-grad pass."""
+    from rlx.learner.update import PolicyUpdate
+
+    fused_calls = []
+    run = PolicyUpdate.run
+
+    def recording_run(self, rollout, optimizer, generator, fill_old):
+        fused_calls.append(fill_old)
+        return run(self, rollout, optimizer, generator, fill_old)
+
+    monkeypatch.setattr(PolicyUpdate, "run", recording_run)
+    finals = {}
+    for fuse in (True, False):
+        cfg = make_config("algorithm=dapo", f"precision={precision}", "trainer.max_steps=1", "algorithm.ppo_epochs=1",
+                          "algorithm.num_minibatches=1", "precision.diagnostics=false", "eval_every=0",
+                          f"trainer.fuse_old_logprobs={str(fuse).lower()}", f"run_name=fuse-{precision}-{fuse}")
+        finals[fuse] = train(cfg)
+    assert fused_calls == [True, False]
+    for key in ("train/entropy", "train/entropy_sampled", "train/pg_loss", "train/ratio_mean", "train/entropy_after",
+                "train/kl_ref"):
+        assert finals[True][key] == pytest.approx(finals[False][key], rel=1e-6, abs=1e-9), key

@@ -76,7 +76,7 @@ ALL_KEYS = config_keys(OmegaConf.to_container(SCHEMA))
 @pytest.mark.parametrize("overrides", [
     ["algorithm=grpo"], ["algorithm=loop"], ["algorithm=repo_r", "algorithm.base=rloo"], ["model=qwen3_8b"],
     ["model=smollm2_135m"], ["rollout=vllm"], ["trainer=fsdp"], ["task=toolworld"], ["task=custom"],
-    ["precision=bf16"],
+    ["precision=bf16_true_logp_bf16_old_trainer"],
 ], ids=" ".join)
 def test_validate_returns_every_schema_key_typed(make_config, overrides):
     checked = validate(make_config(*overrides, debug=False))

@@ -32,12 +32,19 @@ def sample_prompts(train_prompts: list, count: int, seed: int, iteration: int) -
 class PolicySampler:
     """n samples per prompt from the policy: multi-turn episodes for a multi-turn task, else the
     rollout engine (vLLM) when there is one, else rlx's sampler / HF generate (rollout.sampler)
-    on the policy in precision.sampler_dtype."""
+    on the policy in precision.sampler_dtype. The sampler's log-probs are formed like the
+    trainer's: log-softmax in precision.logprob_dtype, and with precision.upcast_head rlx's
+    sampler takes its next-token logits from the LM head in fp32 (HF generate uses the model's
+    own head)."""
 
     def __init__(self, policy, tokenizer, task, cfg: DictConfig, engine=None):
         self.policy, self.tokenizer, self.task, self.engine = policy, tokenizer, task, engine
         self.rollout_cfg = cfg.rollout
+        self.reward_timeout_s = cfg.task.get("reward_timeout_s")
         self.sampler_dtype = dtype_of(cfg.precision.sampler_dtype, "precision.sampler_dtype")
+        self.arithmetic = {"logprob_dtype": dtype_of(cfg.precision.logprob_dtype, "precision.logprob_dtype")}
+        if cfg.rollout.sampler == "rlx":
+            self.arithmetic["upcast_head"] = bool(cfg.precision.upcast_head)
         self.format_prompt = prompt_formatter(tokenizer, cfg.model)  # chat template when there is one
         self._copy: list | None = None  # outside any module tree: never checkpointed or converted
 
@@ -54,7 +61,7 @@ class PolicySampler:
         device = next(self.policy.parameters()).device
         with torch.autocast(device_type=device.type, enabled=False):  # the sampler runs in its own dtype
             return sampler_fn(ro.sampler)(self.sampling_policy(), self.tokenizer, texts, n, ro.max_new_tokens,
-                                          ro.temperature, ro.top_k, ro.top_p, **options)
+                                          ro.temperature, ro.top_k, ro.top_p, **self.arithmetic, **options)
 
     def sampling_policy(self):
         """The policy in sampler_dtype: the policy itself when its weights have that dtype, else a
@@ -76,4 +83,4 @@ class PolicySampler:
             stats.errors += int(rollout.extras["episode_stats"]["env_errors"])
             return rollout.extras["episode_rewards"]
         samples = [prompts[i] for i in rollout.prompt_index.tolist()]
-        return safe_rewards(self.task, samples, rollout.completions, stats)
+        return safe_rewards(self.task, samples, rollout.completions, stats, self.reward_timeout_s)

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from rlx import objectives as obj
-from rlx.precision import dtype_of, logprobs_in_dtype
+from rlx.precision import dtype_of, fp32_head_logits, logprobs_in_dtype
 from rlx.rollout import RolloutBatch
 from rlx.rollout.batch import length_sorted_micro_batches
 from rlx.rollout.sampler import cache_keyword
@@ -51,7 +51,8 @@ class ForwardSettings:
                    micro_batch_tokens=cfg.trainer.micro_batch_tokens)
 
     def in_fp32(self) -> "ForwardSettings":
-        """The same settings with fp32 log-probs from the model's own head (precision diagnostics)."""
+        """The same settings with fp32 log-probs from the model's own head (the fp32 recomputation
+        of the precision diagnostics, on an fp32 copy of the weights)."""
         return ForwardSettings(self.temperature, self.chunk_size, torch.float32, False, self.share_prompts,
                                self.micro_batch_size, self.micro_batch_tokens)
 
@@ -115,10 +116,7 @@ def completion_logits(model, batch: RolloutBatch, settings: ForwardSettings) -> 
     share = settings.share_prompts and not activation_checkpointing(model)  # HF drops the KV cache under checkpointing
     if settings.upcast_head:
         hidden = completion_outputs(model.get_decoder(), batch, share, "last_hidden_state")
-        head = model.get_output_embeddings()
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            bias = None if head.bias is None else head.bias.float()
-            logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+        logits = fp32_head_logits(model.get_output_embeddings(), hidden)
     else:
         logits = completion_outputs(model, batch, share, "logits")
     return logits / settings.temperature if settings.temperature != 1.0 else logits

@@ -31,11 +31,13 @@ def plain_backward(loss: torch.Tensor) -> None:
 
 @dataclass
 class StepHooks:
-    """What the surrounding loop supplies: Lightning's manual_backward (precision plugins, DDP)
-    and the strategy's gradient clipping (FSDP shards); plain torch by default."""
+    """What the surrounding loop supplies: Lightning's manual_backward (precision plugins, DDP),
+    the strategy's gradient clipping (FSDP shards) and what to do when a step is skipped for a
+    non-finite gradient (fp16: back the loss scale off); plain torch by default."""
 
     backward: Callable[[torch.Tensor], None] = plain_backward
     clip_grad_norm: Callable[[list, float], torch.Tensor] = torch.nn.utils.clip_grad_norm_
+    skipped_step: Callable[[], None] = lambda: None
 
 
 def loss_config(alg: DictConfig, regulator: Regulator) -> dict:
@@ -51,6 +53,45 @@ def loss_config(alg: DictConfig, regulator: Regulator) -> dict:
     kwargs = {k: v for k, v in shared.items() if k in accepted}
     kwargs.update(alg.loss_kwargs or {})
     return kwargs
+
+
+def correction_enabled(alg: DictConfig) -> bool:
+    """Whether algorithm.rollout_correction weights (rollout_is) or drops (rollout_rs) tokens."""
+    rc = alg.get("rollout_correction")
+    return rc is not None and (rc.rollout_is is not None or rc.rollout_rs is not None)
+
+
+def rollout_correction(rollout: RolloutBatch, alg: DictConfig) -> dict[str, float]:
+    """The sampler/trainer mismatch correction of a rollout batch, from its old log-probs (the
+    trainer's) and the sampler's (docs/method.md, "Rollout correction"): extras
+    rollout_is_weights = min(pi_old / pi_sampler, rollout_is_threshold) at the rollout_is level,
+    and rollout_rs_keep (0/1) = the tokens whose weight at the rollout_rs level lies in
+    [rollout_rs_threshold_lower, rollout_rs_threshold]. Returns the rollout_corr/ metrics."""
+    rc, extras, mask = alg.rollout_correction, rollout.extras, rollout.response_mask
+    if "sampler_logprobs" not in extras:
+        raise ValueError("algorithm.rollout_correction needs the sampler's log-probs; this rollout backend "
+                         "returns none")
+    old, sampler = extras["old_logprobs"], extras["sampler_logprobs"]
+    metrics = {}
+    if rc.rollout_is is not None:
+        weights, is_metrics = obj.rollout_is_weights(old, sampler, mask, rc.rollout_is, rc.rollout_is_threshold)
+        extras["rollout_is_weights"] = weights
+        metrics.update(is_metrics)
+    if rc.rollout_rs is not None:
+        upper = rc.rollout_is_threshold if rc.rollout_rs_threshold is None else rc.rollout_rs_threshold
+        keep, rs_metrics = obj.rollout_rs_mask(old, sampler, mask, rc.rollout_rs, upper, rc.rollout_rs_threshold_lower)
+        extras["rollout_rs_keep"] = keep.to(mask.dtype)
+        metrics.update(rs_metrics)
+    return {f"rollout_corr/{k}": float(v) for k, v in metrics.items()}
+
+
+def loss_mask(rollout: RolloutBatch, rows: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """The response mask of `rows` (first `width` columns) the loss trains on: without the tokens
+    the rollout correction dropped (extras rollout_rs_keep), when it drops any."""
+    end = rollout.response_mask.shape[1] if width is None else width
+    mask = rollout.response_mask[rows, :end]
+    keep = rollout.extras.get("rollout_rs_keep")
+    return mask if keep is None else mask * keep[rows, :end]
 
 
 def trainable_rows(rollout: RolloutBatch, alg: DictConfig, device) -> tuple[torch.Tensor, dict[str, float]]:
@@ -77,8 +118,6 @@ class PolicyUpdate:
         self.policy, self.alg, self.regulator, self.settings = policy, alg, regulator, settings
         self.grad_clip, self.activation_offload = grad_clip, activation_offload
         self.hooks = hooks or StepHooks()
-        # the training forward forms fp32 log-probs from the model's own head
-        self.train_settings = settings.in_fp32()
 
     def run(self, rollout: RolloutBatch, optimizer, generator: torch.Generator, fill_old: bool) -> dict[str, float]:
         """ppo_epochs passes over the trainable rows in a shuffled order, cut into num_minibatches
@@ -87,6 +126,11 @@ class PolicyUpdate:
         precision/ratio_bias (first step's mean ratio - 1)."""
         alg, device = self.alg, rollout.response_mask.device
         rows, metrics = trainable_rows(rollout, alg, device)
+        if correction_enabled(alg):
+            if fill_old:
+                raise ValueError("algorithm.rollout_correction needs the old log-probs before the update "
+                                 "(no fused old log-probs)")
+            metrics.update(rollout_correction(rollout, alg))
         sums: dict[str, float] = {}
         steps = skipped = 0
         for _epoch in range(alg.ppo_epochs):
@@ -125,7 +169,10 @@ class PolicyUpdate:
         size = ddp.world()[0]
         local = ddp.local_rows(minibatch, len(rollout.completions))
         device = rollout.response_mask.device
-        global_tokens = float(ddp.all_reduce(rollout.response_mask[local].sum().double()))
+        global_tokens = float(ddp.all_reduce(loss_mask(rollout, local).sum().double()))
+        global_seqs = float(len(minibatch))
+        if "rollout_rs_keep" in rollout.extras:  # rows whose every token was dropped leave the normaliser
+            global_seqs = float(ddp.all_reduce(loss_mask(rollout, local).any(-1).sum().double()))
         kwargs = loss_config(self.alg, self.regulator)
         loss_entropy = kwargs.get("entropy_coeff", 0) > 0
         optimizer.zero_grad(set_to_none=True)
@@ -139,7 +186,7 @@ class PolicyUpdate:
             if item is None:  # no rows left on this rank: a zero-weighted pass keeps the ranks in step
                 item, scale = (torch.zeros(1, dtype=torch.long), 1), 0.0
             part_metrics = self.micro_step(rollout, item, scale, fill_old, loss_entropy, kwargs,
-                                           global_tokens, float(len(minibatch)))
+                                           global_tokens, global_seqs)
             if part_metrics is None:
                 optimizer.zero_grad(set_to_none=True)
                 return None
@@ -150,6 +197,7 @@ class PolicyUpdate:
                                               self.grad_clip)
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
+            self.hooks.skipped_step()
             return None
         totals["grad_norm"] = float(grad_norm)
         optimizer.step()
@@ -161,11 +209,11 @@ class PolicyUpdate:
         loss is not finite on some rank)."""
         micro, width = item
         part = rollout.select(micro, width)
-        mask, extras = part.response_mask, rollout.extras
+        mask, extras = loss_mask(rollout, micro, width), rollout.extras
         offload = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) \
             if self.activation_offload else nullcontext()
         with offload:
-            current = response_token_stats(self.policy, part, self.train_settings,
+            current = response_token_stats(self.policy, part, self.settings,
                                            with_entropy=fill_old or loss_entropy)
             if fill_old and scale:  # this step starts at the rollout policy: old log-probs = current ones
                 extras["old_logprobs"][micro, :width] = current.logprobs.detach()
@@ -173,6 +221,8 @@ class PolicyUpdate:
             extra = {"entropy": current.entropy} if loss_entropy else {}
             if self.alg.kl_loss_coef > 0:
                 extra["ref_logprobs"] = extras["ref_logprobs"][micro, :width]
+            if "rollout_is_weights" in extras:
+                extra["rollout_is_weights"] = extras["rollout_is_weights"][micro, :width]
             advantages = self.regulator.advantages(extras["token_advantages"][micro, :width], current.logprobs, mask)
             loss, loss_metrics = obj.policy_loss(
                 self.alg.loss, current.logprobs, extras["old_logprobs"][micro, :width], advantages, mask,

@@ -33,13 +33,15 @@ from .losses import (
     reinforce_loss,
 )
 from .repo import decorrelating_beta, predicted_entropy_change, repo_d, repo_r
+from .rollout_correction import ROLLOUT_IS_LEVELS, ROLLOUT_RS_LEVELS, rollout_is_weights, rollout_rs_mask
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS", "KL_TYPES", "LOSS_AGG_MODES", "POLICY_LOSSES",
+    "ADVANTAGE_ESTIMATORS", "KL_TYPES", "LOSS_AGG_MODES", "POLICY_LOSSES", "ROLLOUT_IS_LEVELS", "ROLLOUT_RS_LEVELS",
     "cispo_loss", "clip_cov_loss", "entropy_bonus", "gspo_loss", "kl_cov_loss", "kl_loss", "loop_loss",
     "advantage_keys", "aggregate_loss", "compute_advantages", "count_seqs", "count_tokens",
     "decorrelating_beta", "dr_grpo_advantages", "dynamic_sampling_mask",
     "entropy_from_logits", "grpo_advantages", "kl_penalty", "logprobs_and_entropy",
     "logprobs_from_logits", "loop_advantages", "policy_loss", "policy_loss_keys", "ppo_loss",
     "predicted_entropy_change", "reinforce_loss", "repo_d", "repo_r", "rloo_advantages",
+    "rollout_is_weights", "rollout_rs_mask",
 ]

@@ -10,6 +10,10 @@ with verl's key names. Conventions shared by all:
     arithmetic, so padding may hold -inf / NaN without poisoning the loss or the gradient.
   * the loss is aggregated by `aggregate_loss` (loss_agg_mode, global_tokens, global_seqs,
     max_response_length: pass whole-batch counts for micro-batch invariance).
+  * rollout_is_weights (optional, [B,T], detached): the sampler/trainer mismatch correction
+    (rlx.objectives.rollout_correction); each per-token loss term is multiplied by its weight
+    before aggregation, l_t -> w_t * l_t (verl's rollout_is_weights). The entropy and KL terms
+    of policy_loss are not weighted.
   * metrics are over this call's valid tokens: clipfrac_low (A<0 and r < low bound: the clip
     binds, gradient 0), clipfrac_high (A>0 and r > high bound), clipfrac (either), ratio_mean,
     approx_kl = mean(lp_old - lp), plus loss-specific ones.
@@ -64,7 +68,14 @@ def _metrics(ratio, lp, old, valid, low_clipped, high_clipped, **extra):
     return {k: v.detach() for k, v in m.items()}
 
 
-def _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length):
+def _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length, rollout_is_weights=None):
+    """aggregate_loss of the per-token loss, each term first multiplied by its rollout-correction
+    weight w_t when given (l_t -> w_t * l_t; w detached, 0 at masked positions; the normalisers
+    are unchanged). rlx.objectives.rollout_correction computes w."""
+    if rollout_is_weights is not None:
+        check_same_shape(loss=loss_mat, rollout_is_weights=rollout_is_weights)
+        w = torch.where(valid, rollout_is_weights.detach().to(loss_mat.dtype), torch.zeros_like(loss_mat))
+        loss_mat = loss_mat * w
     return aggregate_loss(
         loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length
     )
@@ -82,6 +93,7 @@ def _check_clip(clip_ratio_low, clip_ratio_high, clip_ratio_c=None):
 def reinforce_loss(
     logprobs, old_logprobs, advantages, mask, *,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """On-policy REINFORCE (the RLOO loss): l_t = -A_t * lp_t. No ratio, no clip.
 
@@ -90,7 +102,8 @@ def reinforce_loss(
     """
     lp, old, adv, valid = _prepare(logprobs, old_logprobs, advantages, mask)
     ratio = torch.exp(_log_ratio(lp, old)).detach()
-    loss = _agg(-adv * lp, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(-adv * lp, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     none = torch.zeros_like(valid)
     return loss, _metrics(ratio, lp, old, valid, none, none)
 
@@ -99,6 +112,7 @@ def ppo_loss(
     logprobs, old_logprobs, advantages, mask, *,
     clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=None,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """PPO clipped surrogate with decoupled bounds and optional dual clip.
 
@@ -116,7 +130,8 @@ def ppo_loss(
     if clip_ratio_c is not None:
         loss_mat = torch.where(adv < 0, torch.minimum(loss_mat, -adv * clip_ratio_c), loss_mat)
         dual = (adv < 0) & (ratio > clip_ratio_c)
-    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     r = ratio.detach()
     return loss, _metrics(
         r, lp, old, valid, (adv < 0) & (r < lo), (adv > 0) & (r > hi),
@@ -128,6 +143,7 @@ def loop_loss(
     logprobs, old_logprobs, advantages, mask, *,
     clip_ratio=0.1,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """LOOP (Chen et al. 2025): per-token PPO clip with the log-symmetric interval
     r in [1/(1+e), 1+e], e = clip_ratio, i.e. |log r| <= log(1+e):
@@ -140,7 +156,7 @@ def loop_loss(
         logprobs, old_logprobs, advantages, mask,
         clip_ratio_low=1.0 - 1.0 / (1.0 + clip_ratio), clip_ratio_high=clip_ratio,
         loss_agg_mode=loss_agg_mode, global_tokens=global_tokens, global_seqs=global_seqs,
-        max_response_length=max_response_length,
+        max_response_length=max_response_length, rollout_is_weights=rollout_is_weights,
     )
 
 
@@ -149,6 +165,7 @@ def gspo_loss(
     clip_ratio_low=3e-4, clip_ratio_high=4e-4,
     loss_agg_mode="seq-mean-token-mean", global_tokens=None, global_seqs=None,
     max_response_length=None,
+    rollout_is_weights=None,
 ):
     """GSPO (Zheng et al. 2025), in its GSPO-token form (works with token-level A, e.g. REPO):
         s_i    = exp(mean_{t in y_i}(lp - lp_old))                      (sequence ratio)
@@ -166,7 +183,8 @@ def gspo_loss(
     s = torch.exp(seq_log_ratio + lp - lp.detach())
     lo, hi = 1.0 - clip_ratio_low, 1.0 + clip_ratio_high
     loss_mat = torch.maximum(-adv * s, -adv * s.clamp(lo, hi))
-    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     sv = s.detach()
     token_ratio = torch.exp(_log_ratio(lp, old)).detach()
     return loss, _metrics(
@@ -179,6 +197,7 @@ def cispo_loss(
     logprobs, old_logprobs, advantages, mask, *,
     clip_ratio_low=1.0, clip_ratio_high=0.28,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """CISPO (MiniMax-M1, 2025): clip the importance weight, never drop a token's gradient:
         l_t = -sg(clip(r, 1 - clip_ratio_low, 1 + clip_ratio_high)) * A_t * lp_t.
@@ -191,7 +210,8 @@ def cispo_loss(
     ratio = torch.exp(_log_ratio(lp, old)).detach()
     lo, hi = 1.0 - clip_ratio_low, 1.0 + clip_ratio_high
     loss_mat = -ratio.clamp(lo, hi) * adv * lp
-    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     return loss, _metrics(ratio, lp, old, valid, ratio < lo, ratio > hi)
 
 
@@ -213,6 +233,7 @@ def clip_cov_loss(
     clip_ratio_low=0.2, clip_ratio_high=0.2,
     clip_cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0, generator=None,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """Clip-Cov (Cui et al. 2025): the PPO surrogate, with the gradient of a few
     high-covariance tokens removed. cov_t = (A_t - mean A)(lp_t - mean lp) over valid tokens;
@@ -243,7 +264,8 @@ def clip_cov_loss(
     selected[chosen] = True
     selected = selected.reshape(valid.shape)
     loss_mat = torch.where(selected, loss_mat.detach(), loss_mat)
-    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     return loss, _metrics(r, lp, old, valid, low_c, high_c,
                           clipfrac_cov=masked_mean(selected.to(lp.dtype), valid))
 
@@ -252,6 +274,7 @@ def kl_cov_loss(
     logprobs, old_logprobs, advantages, mask, *,
     kl_cov_ratio=2e-4, ppo_kl_coef=1.0, generator=None,
     loss_agg_mode="token-mean", global_tokens=None, global_seqs=None, max_response_length=None,
+    rollout_is_weights=None,
 ):
     """KL-Cov (Cui et al. 2025): no ratio clip; the max(1, int(kl_cov_ratio * n_valid)) valid
     tokens (none if kl_cov_ratio = 0) with the largest cov_t = (A_t - mean A)(lp_t - mean lp) get a KL penalty:
@@ -277,7 +300,8 @@ def kl_cov_loss(
     selected[chosen] = True
     selected = selected.reshape(valid.shape)
     loss_mat = -adv * ratio + torch.where(selected, ppo_kl_coef * (lp - old).abs(), torch.zeros_like(lp))
-    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length)
+    loss = _agg(loss_mat, valid, loss_agg_mode, global_tokens, global_seqs, max_response_length,
+                rollout_is_weights)
     none = torch.zeros_like(valid)
     return loss, _metrics(ratio.detach(), lp, old, valid, none, none,
                           klfrac_cov=masked_mean(selected.to(lp.dtype), valid))

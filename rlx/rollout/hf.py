@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from rlx.precision import step_logprobs
 from rlx.rollout.batch import RolloutBatch, response_mask_from_tokens
 
 
@@ -31,13 +32,13 @@ def decode_completions(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -
     )
 
 
-def sampler_logprobs(step_logits: tuple[torch.Tensor, ...], responses: torch.Tensor, temperature: float) -> torch.Tensor:
+def sampler_logprobs(step_logits: tuple[torch.Tensor, ...], responses: torch.Tensor, temperature: float,
+                     logprob_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[N, T] log-probs of the sampled tokens under each generation step's logits (upcast to fp32
-    after the sampler's own rounding), one step at a time so no N x T x V tensor is built."""
-    return torch.stack([
-        torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, responses[:, t, None]).squeeze(-1)
-        for t, logits in enumerate(step_logits)
-    ], dim=1)
+    after the sampler's own rounding; log-softmax in logprob_dtype, rlx.precision.step_logprobs),
+    one step at a time so no N x T x V tensor is built."""
+    return torch.stack([step_logprobs(logits, responses[:, t], temperature, logprob_dtype)
+                        for t, logits in enumerate(step_logits)], dim=1)
 
 
 @torch.no_grad()
@@ -52,14 +53,16 @@ def generate_rollouts(
     top_p: float = 1.0,
     return_logprobs: bool = False,
     min_new_tokens: int = 0,
+    logprob_dtype: torch.dtype = torch.float32,
 ) -> RolloutBatch:
     """Sample `group_size` completions for each prompt from the policy at `temperature`.
 
     top_k=0 and top_p=1 sample from the full distribution, so the sampling policy is exactly
     softmax(logits / temperature), the policy whose log-probs the loss uses. With
     return_logprobs, extras["sampler_logprobs"][i, t] = log softmax(logits_t / temperature)[y_t]
-    from the sampler's own logits (its precision, KV-cache path), for mismatch diagnostics.
-    min_new_tokens > 0 forbids EOS before that many tokens (fixed-length completions for the
+    from the sampler's own logits (its precision, KV-cache path), for mismatch diagnostics, with
+    the log-softmax in logprob_dtype. The logits are the model's own head's (precision.upcast_head
+    needs rlx's sampler). min_new_tokens > 0 forbids EOS before that many tokens (fixed-length completions for the
     scaling benchmark; the sampling policy is then no longer softmax(logits / temperature)).
     """
     input_ids, attention_mask = encode_prompts(tokenizer, prompt_texts)
@@ -95,7 +98,8 @@ def generate_rollouts(
     response_mask, truncated = response_mask_from_tokens(responses, tokenizer.eos_token_id)
     full_ids = torch.cat([input_ids, responses], dim=1)
     full_mask = torch.cat([attention_mask, response_mask.long()], dim=1)
-    extras = {"sampler_logprobs": sampler_logprobs(output.logits, responses, temperature)} if return_logprobs else {}
+    extras = {"sampler_logprobs": sampler_logprobs(output.logits, responses, temperature,
+                                                     logprob_dtype)} if return_logprobs else {}
     return RolloutBatch(
         extras=extras,
         input_ids=full_ids,

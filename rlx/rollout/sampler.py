@@ -13,6 +13,7 @@ import inspect
 
 import torch
 
+from rlx.precision import fp32_head_logits, step_logprobs
 from rlx.rollout.batch import RolloutBatch, response_mask_from_tokens
 from rlx.rollout.hf import decode_completions, encode_prompts
 
@@ -36,6 +37,18 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def last_logits(model, upcast_head: bool, **inputs):
+    """(logits of each row's last position [N, V], the KV cache) of one forward step: the model's
+    own head, or with upcast_head its decoder's hidden state through the LM head in fp32
+    (rlx.precision.fp32_head_logits, as the trainer forms them under precision.upcast_head)."""
+    if not upcast_head:
+        out = model(**inputs, logits_to_keep=1)
+        return out.logits[:, -1], out.past_key_values
+    decoder = model.get_decoder()
+    out = decoder(**inputs)
+    return fp32_head_logits(model.get_output_embeddings(), out.last_hidden_state[:, -1]), out.past_key_values
+
+
 @torch.no_grad()
 def sample_rollouts(
     model,
@@ -48,13 +61,18 @@ def sample_rollouts(
     top_p: float = 1.0,
     return_logprobs: bool = False,
     min_new_tokens: int = 0,
+    logprob_dtype: torch.dtype = torch.float32,
+    upcast_head: bool = False,
 ) -> RolloutBatch:
     """`group_size` completions per prompt, the same RolloutBatch as `generate_rollouts`.
 
     The prompts (left-padded) go through the model once; their KV cache is repeated group_size
     times. At each step, rows that sampled EOS are removed from the cache and the batch. With
     return_logprobs, extras["sampler_logprobs"][i, t] = log softmax(logits_t / temperature)[y_t]
-    from the sampler's own logits (its precision, KV-cache path).
+    from the sampler's own logits (its precision, KV-cache path), with the log-softmax in
+    logprob_dtype (rlx.precision.step_logprobs). upcast_head: the next-token logits come from the LM head in
+    fp32 (last_logits), for sampling and log-probs alike, as precision.upcast_head makes the
+    trainer form them.
     """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompt_ids, prompt_mask = (x.to(model.device) for x in encode_prompts(tokenizer, prompt_texts))
@@ -63,11 +81,10 @@ def sample_rollouts(
     was_training = model.training
     model.eval()
     try:
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=1)
-        cache = out.past_key_values
+        logits, cache = last_logits(model, upcast_head, input_ids=prompt_ids, attention_mask=prompt_mask,
+                                    position_ids=positions, use_cache=True)
         cache.batch_repeat_interleave(group_size)
-        logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)
+        logits = logits.repeat_interleave(group_size, dim=0)
         mask = prompt_mask.repeat_interleave(group_size, dim=0)
         next_position = positions[:, -1].repeat_interleave(group_size) + 1
         n = len(prompt_texts) * group_size
@@ -87,7 +104,7 @@ def sample_rollouts(
             token = torch.multinomial(probs, 1).squeeze(-1)
             responses[alive, t] = token
             if return_logprobs:
-                logprobs[alive, t] = scores.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+                logprobs[alive, t] = step_logprobs(logits, token, temperature, logprob_dtype)
             steps = t + 1
             running = token != eos
             if t == max_new_tokens - 1 or not running.any():
@@ -97,9 +114,8 @@ def sample_rollouts(
                 cache.batch_select_indices(keep)
                 alive, token, mask, next_position = alive[keep], token[keep], mask[keep], next_position[keep]
             mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                        use_cache=True, **{cache_arg: cache})
-            logits = out.logits[:, -1]
+            logits, cache = last_logits(model, upcast_head, input_ids=token[:, None], attention_mask=mask,
+                                        position_ids=next_position[:, None], use_cache=True, **{cache_arg: cache})
             next_position = next_position + 1
     finally:
         model.train(was_training)
