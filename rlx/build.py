@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlx.config import CONF_DIR, ConfigError
 
-TRAINER_TASK_KEYS = ("prompts_per_step", "warmstart")  # task keys the trainer reads, not the task constructor
+from rlx.schema import TASK_TRAINER_KEYS as TRAINER_TASK_KEYS  # task keys the trainer reads, not the task constructor
 
 
 def quiet_libraries() -> None:
@@ -85,18 +85,63 @@ def checkpoint_run_id(path: Path) -> str | None:
     return state.get("rlx", {}).get("mlflow_run_id")
 
 
-def policy_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """The policy's weights from an rlx Lightning checkpoint (the `policy.` entries of its
-    state_dict, prefix removed)."""
+def read_policy_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(the policy's weights from an rlx Lightning checkpoint: the `policy.` entries of its
+    state_dict, prefix removed; the names of the policy's frozen weights it leaves out, e.g. a
+    LoRA run's base model, rlx.checkpoints)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     weights = state.get("state_dict", state)
     policy = {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
     if not policy:
         raise ValueError(f"{checkpoint}: no policy weights (expected an rlx-train checkpoint)")
-    return policy
+    omitted = [k[len("policy."):] for k in state.get("rlx", {}).get("frozen_omitted", []) if k.startswith("policy.")]
+    return policy, omitted
+
+
+def policy_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The policy's saved weights from an rlx Lightning checkpoint (read_policy_checkpoint)."""
+    return read_policy_checkpoint(checkpoint)[0]
 
 
 def load_policy_weights(policy: torch.nn.Module, checkpoint: str | Path) -> None:
     """Load an rlx checkpoint's policy weights into `policy` (same architecture; LoRA already
-    applied when the checkpoint has adapters). Every weight must match: strict loading."""
-    policy.load_state_dict(policy_state(checkpoint), strict=True)
+    applied when the checkpoint has adapters). Every saved weight must match and every weight the
+    checkpoint lacks must be one it omitted as frozen (kept as the base policy has it)."""
+    from rlx.checkpoints import load_partial
+
+    state, omitted = read_policy_checkpoint(checkpoint)
+    load_partial(policy, state, omitted)
+
+
+def checkpoint_base_dir(checkpoint: Path, tracking_uri: str) -> str | None:
+    """The base policy directory of the run that wrote `checkpoint` (its MLflow tag), or None."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = checkpoint_run_id(checkpoint)
+    if not run_id:
+        return None
+    try:
+        return MlflowClient(tracking_uri).get_run(run_id).data.tags.get("base_policy")
+    except Exception:  # noqa: BLE001 - another store, or the run is gone
+        return None
+
+
+def policy_from_checkpoint(cfg: DictConfig, task, checkpoint: Path, base: str | None):
+    """(policy, tokenizer, architecture directory) of an rlx .ckpt file: the architecture and
+    tokenizer from `base`, else the run's base_policy tag (found through the checkpoint's run id in
+    logger.tracking_uri), else the config's own base policy; LoRA applied when it has adapters."""
+    from rlx.checkpoints import load_partial
+    from rlx.models import load_pretrained, prepare_policy
+    from rlx.warmstart import base_policy
+
+    base = base or checkpoint_base_dir(checkpoint, cfg.logger.tracking_uri)
+    if base:
+        (policy, tokenizer), base_dir = load_pretrained(base), base
+    else:
+        policy, tokenizer, base_dir = base_policy(task, task_identity(cfg.task), cfg.model, cfg.task.warmstart,
+                                                  cfg.cache_dir)
+    state, omitted = read_policy_checkpoint(checkpoint)
+    if any("lora_" in k for k in state):
+        policy = prepare_policy(policy, tokenizer, cfg.model)
+    load_partial(policy, state, omitted)
+    return policy, tokenizer, str(base_dir)

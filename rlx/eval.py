@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig
 
-from rlx.build import compose, instantiate_task, policy_state, quiet_libraries, task_identity
+from rlx.build import compose, instantiate_task, policy_from_checkpoint, quiet_libraries, task_identity
 from rlx.config import ConfigError, validate
 from rlx.evaluation import evaluate
 from rlx.learner.sampling import PolicySampler
@@ -39,25 +39,11 @@ from rlx.learner.token_stats import ForwardSettings
 USAGE = "usage: rlx-eval checkpoint=<last.ckpt | save_pretrained dir | base> [base=<dir>] [Hydra overrides]"
 
 
-def checkpoint_base_dir(checkpoint: Path, tracking_uri: str) -> str | None:
-    """The base policy directory of the run that wrote `checkpoint` (its MLflow tag), or None."""
-    from mlflow.tracking import MlflowClient
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    run_id = state.get("rlx", {}).get("mlflow_run_id")
-    if not run_id:
-        return None
-    try:
-        return MlflowClient(tracking_uri).get_run(run_id).data.tags.get("base_policy")
-    except Exception:  # noqa: BLE001 - another store, or the run is gone
-        return None
-
-
 def load_for_eval(cfg: DictConfig, task, checkpoint: str, base: str | None):
     """(policy, tokenizer, description, architecture directory) for `checkpoint`: "base", a
     save_pretrained directory or a .ckpt file (architecture from `base`, the run's base_policy
     tag, or the config's base)."""
-    from rlx.models import load_pretrained, prepare_policy
+    from rlx.models import load_pretrained
     from rlx.warmstart import base_policy
 
     def config_base():
@@ -72,16 +58,8 @@ def load_for_eval(cfg: DictConfig, task, checkpoint: str, base: str | None):
         return policy, tokenizer, str(path), str(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint={checkpoint!r}: no such file or directory")
-    base = base or checkpoint_base_dir(path, cfg.logger.tracking_uri)
-    if base:
-        (policy, tokenizer), base_dir = load_pretrained(base), base
-    else:
-        policy, tokenizer, base_dir = config_base()
-    state = policy_state(path)
-    if any("lora_" in k for k in state):
-        policy = prepare_policy(policy, tokenizer, cfg.model)
-    policy.load_state_dict(state, strict=True)
-    return policy, tokenizer, str(path), str(base_dir)
+    policy, tokenizer, base_dir = policy_from_checkpoint(cfg, task, path, base)
+    return policy, tokenizer, str(path), base_dir
 
 
 # ----------------------------------------------------------------------------------- evaluation

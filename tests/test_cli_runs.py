@@ -27,7 +27,8 @@ def store_overrides(store: Path, cache_dir: Path) -> list[str]:
 def runs_of(store: Path):
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     experiment = client.get_experiment_by_name("expression")
-    return client, client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id])
+    return client, [r for r in runs if r.data.tags.get("rlx.kind") != "sweep"]  # a sweep's parent run: rlx.sweep
 
 
 def test_hydra_multirun_makes_one_tagged_run_per_job(tmp_path, cache_dir):
@@ -70,8 +71,8 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, cache_dir):
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 1200
     checkpoints = tmp_path / "checkpoints"
-    while time.time() < deadline and len(list(checkpoints.glob("*/iteration-epoch=*.ckpt"))) == 0 or \
-            not any(int(p.stem.split("=")[1]) >= 3 for p in checkpoints.glob("*/iteration-epoch=*.ckpt")):
+    while time.time() < deadline and len(list(checkpoints.glob("*/iter-*.ckpt"))) == 0 or \
+            not any(int(p.stem.split("-")[1]) >= 4 for p in checkpoints.glob("*/iter-*.ckpt")):
         assert process.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.2)
