@@ -10,7 +10,8 @@ value as mean ± standard error over the group's runs (seeds):
 
 Output: a terminal table, ``results.md``, ``results.csv`` (one row per group), ``runs.csv``
 (one row per selected run) and PNG plots in ``--out``; unless ``--no-summary-run``, all of it
-logged as artifacts of a new run in the MLflow experiment ``rlx-compare``.
+logged as artifacts: on the sweep's parent run (rlx.sweep) for ``--sweep-id`` of a sweep that has
+one, else of a new run in the MLflow experiment ``rlx-compare``.
 
 Exit codes: 0 done; 1 nothing selected (or no store / unknown experiment); 2 bad arguments
 (e.g. an invalid filter string).
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 from rlx import plots
-from rlx.results_table import (MISSING, RunRecord, csv_rows, group_label, group_of, natural_key, pass_ks_logged, pass_ks_to_show, present_columns, render_markdown, render_text, run_csv_rows, summarize, table_cells, table_columns, write_csv)
+from rlx.results_table import (MISSING, RunRecord, canonical_metric, csv_rows, group_label, group_of, natural_key, pass_ks_logged, pass_ks_to_show, present_columns, render_markdown, render_text, run_csv_rows, summarize, table_cells, table_columns, write_csv)
 from rlx.store import ensure_experiment, sqlite_path
+from rlx.sweep import find_parent
 
 DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 DEFAULT_GROUP_BY = "algorithm.name,precision.name"
@@ -149,7 +151,7 @@ def search_all_runs(client, experiment_ids: list[str], filter_string: str,
 def load_record(client, run, experiment_name: str, group_by: list[str]) -> RunRecord:
     """A RunRecord of an MLflow run: final values from the run, and the histories of the
     ``HISTORY_METRICS`` it logged (one ``get_metric_history`` call each)."""
-    final = dict(run.data.metrics)
+    final = {canonical_metric(k): v for k, v in run.data.metrics.items()}
     history = {
         m: sorted((int(x.step), float(x.value))
                   for x in client.get_metric_history(run.info.run_id, m))
@@ -207,6 +209,15 @@ def log_summary_run(client, uri: str, out_dir: Path, tags: dict[str, str], param
     return run_id
 
 
+def log_on_parent(client, run_id: str, out_dir: Path, tags: dict[str, str]) -> None:
+    """Log everything in ``out_dir`` as artifacts (under ``compare/``) of a sweep's parent run,
+    with ``tags`` saying how the table was made (a later comparison replaces them)."""
+    for key, value in tags.items():
+        if key != "sweep_id":  # the parent must not be selected as one of its sweep's runs
+            client.set_tag(run_id, key, value)
+    client.log_artifacts(run_id, str(out_dir), "compare")
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare MLflow runs: one row per group of runs (e.g. algorithm x\n"
         "precision), each value mean ± standard error over the group's runs (seeds).\n"
         "Writes results.md, results.csv, runs.csv and PNG plots to --out and logs them\n"
+        "on the sweep's parent run (--sweep-id of an rlx-train --multirun sweep), else\n"
         f"to a summary run in the MLflow experiment '{SUMMARY_EXPERIMENT}'.",
         epilog="Selection options combine with AND. 'final' = a run's last logged value\n"
         "(highest step). Exit codes: 0 done, 1 nothing selected, 2 bad arguments.\n\n"
@@ -270,6 +282,7 @@ def run_compare(args, echo: Callable[[str], None] = print) -> int:
     filter_string = build_filter(args.sweep_id, args.tag, args.filter, args.include_unfinished)
     ids = [e.experiment_id for e in experiments]
     runs = search_all_runs(client, ids, filter_string, args.filter) if ids else []
+    runs = [r for r in runs if r.data.tags.get("rlx.kind") != "sweep"]  # a sweep's parent run holds no results
     if not runs:
         raise UsageError(f"no runs selected ({describe_selection(args)}) in {uri}", 1)
 
@@ -323,9 +336,16 @@ def run_compare(args, echo: Callable[[str], None] = print) -> int:
             tags["sweep_id"] = args.sweep_id
         params = {"group_by": ",".join(group_by), "n_runs": str(len(records)),
                   "n_groups": str(len(rows)), "filter": filter_string[:6000] or "(none)"}
-        run_id = log_summary_run(client, uri, out_dir, tags, params,
-                                 summary_artifact_location(uri, experiments))
-        echo(f"summary run {run_id} in experiment '{SUMMARY_EXPERIMENT}'")
+        parent = find_parent(client, args.sweep_id) if args.sweep_id else None
+        if parent is not None:
+            log_on_parent(client, parent.info.run_id, out_dir, {**tags, **{f"rlx.compare.{k}": v
+                                                                          for k, v in params.items()}})
+            echo(f"table and plots logged on the sweep's parent run {parent.info.run_id} "
+                 f"('{parent.info.run_name}', artifacts under compare/)")
+        else:
+            run_id = log_summary_run(client, uri, out_dir, tags, params,
+                                     summary_artifact_location(uri, experiments))
+            echo(f"summary run {run_id} in experiment '{SUMMARY_EXPERIMENT}'")
 
     echo(f"table: {md_path}")
     if "entropy" in written:

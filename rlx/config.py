@@ -31,7 +31,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fs
 ROLLOUT_BACKENDS = ("hf", "vllm")
 OLD_LOGPROBS = ("trainer", "sampler")
 # policy-loss keys the learner fills at run time, never from algorithm.loss_kwargs
-RUNTIME_LOSS_KEYS = ("entropy", "ref_logprobs", "global_tokens", "global_seqs", "generator")
+RUNTIME_LOSS_KEYS = ("entropy", "ref_logprobs", "global_tokens", "global_seqs", "generator", "rollout_is_weights")
 
 __all__ = ["CONF_DIR", "ConfigError", "STRATEGIES", "TASK_TRAINER_KEYS", "base_names", "processes", "typed",
            "validate"]
@@ -162,7 +162,10 @@ def check_algorithm(alg: DictConfig) -> None:
     _one_of("algorithm.kl_loss_type", alg.kl_loss_type, KL_TYPES)
     _require(alg.group_size >= 2, "algorithm.group_size", alg.group_size,
              f"must be >= 2: the {alg.advantage} advantage compares samples within a group")
-    for key in ("clip_ratio_low", "clip_ratio_high", "entropy_coeff", "kl_loss_coef"):
+    for key in ("clip_ratio_low", "clip_ratio_high"):
+        _require(alg[key] > 0, f"algorithm.{key}", alg[key], "must be > 0 (0 would freeze the ratio at 1: no "
+                 "token could move past the old policy on that side)")
+    for key in ("entropy_coeff", "kl_loss_coef"):
         _require(alg[key] >= 0, f"algorithm.{key}", alg[key], "must be >= 0")
     _require(alg.clip_ratio_low <= 1, "algorithm.clip_ratio_low", alg.clip_ratio_low,
              "must be <= 1 (the lower bound 1 - clip_ratio_low would be negative: the clip interval is inverted)")
@@ -218,6 +221,33 @@ def check_precision(prec: DictConfig) -> None:
         _one_of(f"precision.{key}", prec[key], sorted(DTYPES))
     _one_of("precision.old_logprobs", prec.old_logprobs, OLD_LOGPROBS)
     _at_least(prec, "precision", 0, "diagnostics_sample")
+
+
+def check_rollout_correction(cfg: DictConfig) -> None:
+    """algorithm.rollout_correction: known levels, positive thresholds, and the sampler's log-probs
+    to compare with the trainer's (rlx's sampler or HF generate, old log-probs from the trainer:
+    with precision.old_logprobs=sampler the weight pi_old / pi_sampler is 1 by construction)."""
+    from rlx.objectives import ROLLOUT_IS_LEVELS, ROLLOUT_RS_LEVELS
+
+    rc, key = cfg.algorithm.rollout_correction, "algorithm.rollout_correction"
+    if rc.rollout_is is not None:
+        _one_of(f"{key}.rollout_is", rc.rollout_is, ROLLOUT_IS_LEVELS)
+    if rc.rollout_rs is not None:
+        _one_of(f"{key}.rollout_rs", rc.rollout_rs, ROLLOUT_RS_LEVELS)
+    _require(rc.rollout_is_threshold > 0, f"{key}.rollout_is_threshold", rc.rollout_is_threshold, "must be > 0")
+    upper = rc.rollout_is_threshold if rc.rollout_rs_threshold is None else rc.rollout_rs_threshold
+    _require(upper > 0, f"{key}.rollout_rs_threshold", rc.rollout_rs_threshold, "must be > 0 (or null)")
+    lower = rc.rollout_rs_threshold_lower
+    _require(lower is None or 0 <= lower <= upper, f"{key}.rollout_rs_threshold_lower", lower,
+             f"must be in [0, rollout_rs_threshold={upper}] (or null: 1 / rollout_rs_threshold)")
+    if rc.rollout_is is None and rc.rollout_rs is None:
+        return
+    on = f"{key}.rollout_is" if rc.rollout_is is not None else f"{key}.rollout_rs"
+    _require(cfg.precision.old_logprobs == "trainer", "precision.old_logprobs", cfg.precision.old_logprobs,
+             f"{on} corrects the trainer's old log-probs toward the sampler's: needs old_logprobs=trainer "
+             "(with the sampler's as old log-probs the weight is 1)")
+    _require(cfg.rollout.backend == "hf", "rollout.backend", cfg.rollout.backend,
+             f"{on} needs the sampler's log-probs: rollout.backend=hf (vLLM returns none)")
 
 
 def check_model(model: DictConfig) -> None:
@@ -297,6 +327,10 @@ def check_trainer(cfg: DictConfig) -> None:
 def check_run(cfg: DictConfig) -> None:
     """Batch sizes, learning rate, evaluation, checkpoints and the sequential experiment."""
     _at_least(cfg.task, "task", 1, "prompts_per_step")
+    timeout = cfg.task.reward_timeout_s
+    _require(timeout is None or timeout > 0, "task.reward_timeout_s", timeout, "must be > 0 seconds, or null (no limit)")
+    _at_least(cfg.guard, "guard", 1, "nonfinite_patience", "reward_failure_patience")
+    _at_least(cfg.guard, "guard", 0, "divergence_patience")
     _at_least(cfg.task.warmstart, "task.warmstart", 0, "steps")
     _at_least(cfg.task.warmstart, "task.warmstart", 1, "batch_size")
     batch = cfg.task.prompts_per_step * cfg.algorithm.group_size
@@ -305,6 +339,7 @@ def check_run(cfg: DictConfig) -> None:
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     _require(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0 = only at the start and the end)")
     _at_least(cfg.checkpoint, "checkpoint", 1, "every")
+    check_checkpoint_export(cfg)
     _at_least(cfg.eval, "eval", 1, "samples_per_prompt", "batch_size")
     _at_least(cfg.monitor, "monitor", 1, "chunk_size")
     k = list(cfg.eval.k)
@@ -315,12 +350,31 @@ def check_run(cfg: DictConfig) -> None:
         _at_least(cfg.sequential, "sequential", 1, "phase_b_steps", "gain_after", "window")
 
 
+def check_checkpoint_export(cfg: DictConfig) -> None:
+    """How many checkpoints are kept and by which metric; the export's dtype and registry name."""
+    from rlx.checkpoints import MODES
+    from rlx.export import DTYPES
+
+    ckpt = cfg.checkpoint
+    _require(ckpt.keep_last >= -1, "checkpoint.keep_last", ckpt.keep_last,
+             "must be >= 0 (periodic checkpoints kept besides last.ckpt) or -1 (all)")
+    _one_of("checkpoint.keep_best_mode", ckpt.keep_best_mode, MODES)
+    if ckpt.keep_best_by is not None:
+        _require("/" in ckpt.keep_best_by, "checkpoint.keep_best_by", ckpt.keep_best_by,
+                 "a logged metric name, e.g. eval/pass_at_1 or train/reward_mean (or null)")
+    _one_of("export.dtype", cfg.export.dtype, list(DTYPES))
+    if cfg.export.register_as is not None:
+        _require(bool(str(cfg.export.register_as).strip()), "export.register_as", cfg.export.register_as,
+                 "a registered model name (or null)")
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """The checked config: every key of rlx.schema present and typed (defaults filled), every rule
     between keys holding. Raises ConfigError on the first problem; builds nothing."""
     checked = typed(cfg)
     check_algorithm(checked.algorithm)
     check_precision(checked.precision)
+    check_rollout_correction(checked)
     check_model(checked.model)
     check_rollout(checked.rollout)
     check_trainer(checked)

@@ -2,8 +2,9 @@
 (and optionally exact entropy) on each of the task's evaluation splits.
 
 Per split, with n samples per prompt (prompts contiguous) and c correct among a prompt's n:
-    <split>/pass_at_k/<k>      mean over prompts of 1 - C(n - c, k) / C(n, k)   (unbiased)
-    <split>/pass_at_1          fraction of correct samples
+    <split>/pass_at_k/<kk>     mean over prompts of 1 - C(n - c, k) / C(n, k)   (unbiased; k >= 2,
+                               zero-padded: pass_at_k/04, pass_at_k/16)
+    <split>/pass_at_1          fraction of correct samples (= pass@1)
     <split>/distinct_correct   mean over prompts of the number of different correct answers
     <split>/reward_mean        mean reward
     <split>/entropy            token-mean exact fp32 entropy of the policy on its samples (with_entropy)
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from rlx.metrics import distinct_correct, pass_at_k
+from rlx.metrics import distinct_correct, pass_at_k, pass_at_k_name
 from rlx.tasks.base import RewardStats
 
 SUCCESS_THRESHOLD = 1.0 - 1e-6  # a reward of 1 (up to rounding) is a correct sample
@@ -32,7 +33,9 @@ def split_metrics(rewards: Sequence[float], completions: Sequence[str], n: int, 
     prompts = len(rewards) // n
     out: dict[str, float] = {}
     for k in ks:
-        out[f"pass_at_k/{k}"] = float(np.mean([pass_at_k(n, sum(correct[p * n:(p + 1) * n]), k)
+        if k == 1:  # pass@1 is pass_at_1 below: the same number, one name
+            continue
+        out[pass_at_k_name(k)] = float(np.mean([pass_at_k(n, sum(correct[p * n:(p + 1) * n]), k)
                                                for p in range(prompts)]))
     out["pass_at_1"] = float(np.mean(correct))
     out["distinct_correct"] = float(np.mean([

@@ -50,3 +50,10 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
     if sxx * syy == 0:  # spreads so small their product underflows
         return nan
     return max(-1.0, min(1.0, sxy / sqrt(sxx * syy)))
+
+
+def pass_at_k_name(k: int) -> str:
+    """The metric name of pass@k under a split: `pass_at_k/04`, `pass_at_k/16` (k zero-padded to two
+    digits, so the MLflow UI, which sorts names as text, shows k in numeric order). pass@1 is
+    `pass_at_1` (the fraction of correct samples, the same number), never `pass_at_k/01`."""
+    return f"pass_at_k/{k:02d}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlx.metrics import pass_at_k_name
 from rlx.plots import mean_se
 
 MISSING = "-"  # table cell of a group where no run logged the metric
@@ -38,7 +40,7 @@ def table_columns(pass_ks: list[int]) -> list[Column]:
     """The results-table columns, with one pass@k column per k in ``pass_ks``."""
     cols = [Column("pass_at_1", "pass@1", PASS_AT_1, "final", ".3f")]
     cols += [
-        Column(f"pass_at_k_{k}", f"pass@{k}", f"{PASS_AT_K_PREFIX}{k}", "final", ".3f")
+        Column(f"pass_at_k_{k}", f"pass@{k}", "eval/" + pass_at_k_name(k), "final", ".3f")
         for k in pass_ks if k != 1  # pass@1 is its own column
     ]
     cols += [
@@ -66,8 +68,15 @@ def table_columns(pass_ks: list[int]) -> list[Column]:
     return cols
 
 
+def canonical_metric(key: str) -> str:
+    """A metric key under today's name: pass@k logged before k was zero-padded (``eval/pass_at_k/8``,
+    older stores) reads as ``eval/pass_at_k/08``; every other key is itself."""
+    m = re.fullmatch(r"(\w+/pass_at_k/)(\d+)", key)
+    return m.group(1) + pass_at_k_name(int(m.group(2))).rsplit("/", 1)[1] if m else key
+
+
 def pass_ks_logged(metric_keys) -> list[int]:
-    """Sorted k of the ``eval/pass_at_k/<k>`` metrics among ``metric_keys``."""
+    """Sorted k of the ``eval/pass_at_k/<kk>`` metrics among ``metric_keys`` (``04`` -> 4)."""
     ks = set()
     for key in metric_keys:
         suffix = key[len(PASS_AT_K_PREFIX):] if key.startswith(PASS_AT_K_PREFIX) else ""

@@ -21,6 +21,18 @@ from omegaconf import MISSING
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    """Sampler/trainer mismatch correction (verl's algorithm.rollout_correction keys): weights
+    pi_old / pi_sampler, truncated (rollout_is) or used to drop outliers (rollout_rs)."""
+
+    rollout_is: Optional[str] = None              # null | token | sequence (rlx.objectives.ROLLOUT_IS_LEVELS)
+    rollout_is_threshold: float = 2.0
+    rollout_rs: Optional[str] = None              # null | token | sequence | geometric
+    rollout_rs_threshold: Optional[float] = None  # null = rollout_is_threshold
+    rollout_rs_threshold_lower: Optional[float] = None  # null = 1 / rollout_rs_threshold
+
+
+@dataclass
 class AlgorithmConfig:
     """An objective (advantage, policy loss, aggregation, clip, epochs; verl's key names) plus an
     entropy regulator. `base`: the objective under a regulator (null for a plain objective)."""
@@ -42,6 +54,7 @@ class AlgorithmConfig:
     kl_loss_type: str = "k3"                      # rlx.objectives.KL_TYPES
     dynamic_sampling: bool = False
     loss_kwargs: Dict[str, Any] = field(default_factory=dict)
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
     regulator: Dict[str, Any] = field(default_factory=lambda: {"name": "none"})
 
 
@@ -111,10 +124,11 @@ class TaskConfig:
     _target_: str = MISSING
     name: str = MISSING
     prompts_per_step: int = 16
+    reward_timeout_s: Optional[float] = 10.0      # per reward call (a batched task: per batch); null = none
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
 
 
-TASK_TRAINER_KEYS = ("prompts_per_step", "warmstart")
+TASK_TRAINER_KEYS = ("prompts_per_step", "reward_timeout_s", "warmstart")
 
 
 @dataclass
@@ -156,6 +170,7 @@ class LoggerConfig:
     artifact_location: str = "outputs/mlartifacts"
     log_generations: int = 32
     synchronous: bool = False
+    enabled: bool = True
 
 
 @dataclass
@@ -170,6 +185,21 @@ class OptimConfig:
 class CheckpointConfig:
     every: int = 25
     dir: str = "outputs/checkpoints"
+    keep_last: int = 1                            # periodic files kept besides last.ckpt; -1 = all
+    keep_best_by: Optional[str] = None            # a metric name, e.g. eval/pass_at_1 (rlx.checkpoints)
+    keep_best_mode: str = "max"                   # rlx.checkpoints.MODES
+
+
+@dataclass
+class ExportConfig:
+    """The trained policy as a Hugging Face directory (rlx.export) and an MLflow model."""
+
+    enabled: bool = True
+    dir: Optional[str] = None                     # null = <checkpoint.dir>/<run id>/export
+    dtype: str = "fp32"                           # rlx.export.DTYPES
+    merge: bool = True
+    log_model: bool = True
+    register_as: Optional[str] = None
 
 
 @dataclass
@@ -184,6 +214,15 @@ class MonitorConfig:
     entropy_dynamics: bool = True
     chunk_size: int = 1024
     kl_ref: bool = True
+
+
+@dataclass
+class GuardConfig:
+    """Iterations in a row a broken run is tolerated before it stops (rlx.learner.guards)."""
+
+    nonfinite_patience: int = 3        # every optimizer step NaN/inf
+    reward_failure_patience: int = 3   # every sample's reward failed
+    divergence_patience: int = 2       # near-uniform policy or a vanished gradient; 0 = off
 
 
 @dataclass
@@ -215,6 +254,8 @@ class RunConfig:
     cache_dir: str = "outputs/cache"
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     sequential: Optional[SequentialConfig] = None

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from rlx.callbacks import StepProgress
 from rlx.models import architecture_config, build_model, char_tokenizer, load_pretrained, load_pretrained_model
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ def train_base_policy(task, model_cfg, warmstart_cfg, seed: int, out_dir: Path) 
         enable_model_summary=False,
         gradient_clip_val=1.0,
         num_sanity_val_steps=0,
+        enable_progress_bar=False,  # Lightning's bar counts epochs (`Epoch 0/-2`); ours counts steps
+        callbacks=[StepProgress("warm-start")],
     )
     trainer.fit(module, data)
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")

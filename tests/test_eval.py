@@ -21,11 +21,11 @@ def test_split_metrics_by_hand():
     rewards = [1.0, 0.0, 1.0, 0.5, 1.0, 1.0, 0.0, 1.0]
     completions = ["a", "b", "a ", "c", "x", "y", "z", "y"]
     out = split_metrics(rewards, completions, n=4, ks=[1, 2, 4], answer_key=str.strip)
-    assert out["pass_at_k/1"] == pytest.approx((2 / 4 + 3 / 4) / 2)
-    assert out["pass_at_k/2"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 3, 2)) / 2)
-    assert out["pass_at_k/2"] == pytest.approx(((1 - 1 / 6) + 1.0) / 2)
-    assert out["pass_at_k/4"] == 1.0
-    assert out["pass_at_1"] == pytest.approx(5 / 8)
+    assert "pass_at_k/01" not in out and "pass_at_k/1" not in out  # pass@1 is pass_at_1, one name
+    assert out["pass_at_k/02"] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 3, 2)) / 2)
+    assert out["pass_at_k/02"] == pytest.approx(((1 - 1 / 6) + 1.0) / 2)
+    assert out["pass_at_k/04"] == 1.0
+    assert out["pass_at_1"] == pytest.approx(5 / 8) == pytest.approx((2 / 4 + 3 / 4) / 2)
     assert out["distinct_correct"] == pytest.approx((1 + 2) / 2)
     assert out["reward_mean"] == pytest.approx(5.5 / 8)
     with pytest.raises(ValueError):
@@ -58,16 +58,16 @@ def test_eval_of_a_trained_checkpoint_and_of_the_base(make_config, store, cache_
                              "attributes.run_name = 'to-evaluate'")[0]
     ckpt = f"{store}/checkpoints/{run.info.run_id}/last.ckpt"
     main([f"checkpoint={ckpt}", *store_overrides(store, cache_dir), "eval.samples_per_prompt=8", "eval.k=[1,2,8]"])
-    assert "eval/pass_at_k/8" in capsys.readouterr().out
+    assert "eval/pass_at_k/08" in capsys.readouterr().out
     client, runs = eval_runs(store, "expression")
     latest = runs[0]
     assert latest.info.status == "FINISHED" and latest.data.tags["checkpoint"] == ckpt
     metrics = latest.data.metrics
     for split in ("eval", "eval_train"):
-        for key in ("pass_at_k/1", "pass_at_k/2", "pass_at_k/8", "pass_at_1", "distinct_correct", "reward_mean",
+        for key in ("pass_at_k/02", "pass_at_k/08", "pass_at_1", "distinct_correct", "reward_mean",
                     "entropy"):
             assert math.isfinite(metrics[f"{split}/{key}"]), (split, key)
-        assert metrics[f"{split}/pass_at_k/1"] <= metrics[f"{split}/pass_at_k/2"] <= metrics[f"{split}/pass_at_k/8"]
+        assert metrics[f"{split}/pass_at_1"] <= metrics[f"{split}/pass_at_k/02"] <= metrics[f"{split}/pass_at_k/08"]
         assert metrics[f"{split}/entropy"] > 0
     assert {a.path for a in client.list_artifacts(latest.info.run_id)} == {"generations"}
     main(["checkpoint=base", *store_overrides(store, cache_dir), "eval.samples_per_prompt=4", "run_name=base-eval"])

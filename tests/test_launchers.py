@@ -98,6 +98,9 @@ def test_joblib_multirun_jobs_are_separate_processes_and_mlflow_runs(tmp_path, c
         f"hydra.sweep.dir={tmp_path}/sweep")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("expression").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("rlx.kind") == "sweep"]  # the sweep's parent run (rlx.sweep)
+    runs = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
     assert {r.data.tags["sweep_id"] for r in runs} == {"joblib-test"}
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -220,7 +220,7 @@ def test_toolworld_trains_end_to_end(make_config, store):
                 "train/entropy", "train/response_length"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
     assert 0 <= run.data.metrics["train/env_token_frac"] < 1
-    assert {"eval/pass_at_1", "eval/pass_at_k/2", "eval_train/reward_mean"} <= set(run.data.metrics)
+    assert {"eval/pass_at_1", "eval/pass_at_k/02", "eval_train/reward_mean"} <= set(run.data.metrics)
 
 
 def test_packed_log_probs_are_the_policy_s_own(model_and_tokenizer):
