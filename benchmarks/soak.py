@@ -73,12 +73,12 @@ def latest_step(db: Path) -> int:
     return -1 if row[0] is None else int(row[0])
 
 
-def iteration_times(db: Path) -> dict[int, float]:
-    """{step: time/iteration_s} of the store's run."""
+def metric(db: Path, key: str) -> dict[int, float]:
+    """{step: value} of one metric of the store's run."""
     import sqlite3
 
     with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT step, value FROM metrics WHERE key = 'time/iteration_s'").fetchall())
+        return dict(conn.execute("SELECT step, value FROM metrics WHERE key = ?", (key,)).fetchall())
 
 
 def watch(args: list[str], out: Path, env: dict) -> list[dict]:
@@ -108,8 +108,10 @@ def rate(samples: list[dict], key: str, lo: int, hi: int) -> float:
     return (last[key] - first[key]) / max(last["step"] - first["step"], 1)
 
 
-def summarise(samples: list[dict], times: dict[int, float], n: int) -> list[tuple[str, str, str, str]]:
-    """(figure, early, late, change) rows of the soak table."""
+def summarise(samples: list[dict], times: dict[int, float], lengths: dict[int, float],
+              n: int) -> list[tuple[str, str, str, str]]:
+    """(figure, early, late, change) rows of the soak table. Iteration time also per response
+    token (time / train/response_length): the policy's answers change length as it trains."""
     lo, hi, tail = n // 10, n // 5, n // 10  # 1000 iterations: 100-200 against the last 100
     early = [s["rss"] for s in samples if lo <= s["step"] <= hi]
     late = [s["rss"] for s in samples if s["step"] >= n - tail]
@@ -122,6 +124,11 @@ def summarise(samples: list[dict], times: dict[int, float], n: int) -> list[tupl
             (f"median s/iteration, {window}", f"{statistics.median(t_early):.3f}",
              f"{statistics.median(t_late):.3f}",
              f"{growth_pct(statistics.median(t_early), statistics.median(t_late)):+.1f}%")]
+    per_token = {k: v / lengths[k] for k, v in times.items() if lengths.get(k)}
+    p_early = statistics.median(v for k, v in per_token.items() if lo <= k <= hi)
+    p_late = statistics.median(v for k, v in per_token.items() if k >= n - tail)
+    rows.append((f"median s/iteration per response token, {window}", f"{p_early:.4f}", f"{p_late:.4f}",
+                 f"{growth_pct(p_early, p_late):+.1f}%"))
     for key in ("store", "artifacts", "checkpoints"):
         a, b = rate(samples, key, 0, half), rate(samples, key, half, n - 1)
         rows.append((f"{key} KiB/iteration, 1st vs 2nd half", f"{a / 1024:.1f}", f"{b / 1024:.1f}",
@@ -137,9 +144,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("outputs/soak"))
+    parser.add_argument("--summarise", action="store_true", help="only rewrite soak.md from --out's soak.csv and store")
     parser.add_argument("overrides", nargs="*", help="extra rlx-train overrides")
     opts = parser.parse_args()
     out = opts.out.resolve()
+    if opts.summarise:
+        with open(out / "soak.csv") as f:
+            samples = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        write_summary(out, samples, opts, "", None)
+        return
     out.mkdir(parents=True, exist_ok=False)
     root = Path(__file__).resolve().parent.parent
     args = [sys.executable, "-m", "rlx.train", f"trainer.max_steps={opts.iterations}",
@@ -152,11 +165,17 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(samples[0]))
         writer.writeheader()
         writer.writerows(samples)
-    rows = summarise(samples, iteration_times(out / "mlflow.db"), opts.iterations)
+    write_summary(out, samples, opts, args[3], wall)
+
+
+def write_summary(out: Path, samples: list[dict], opts, max_steps: str, wall: float | None) -> None:
+    """soak.md: the summary table of a finished soak run."""
+    db = out / "mlflow.db"
+    rows = summarise(samples, metric(db, "time/iteration_s"), metric(db, "train/response_length"), opts.iterations)
     table = ["| figure | early | late | change |", "|---|---|---|---|",
              *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]]
-    text = (f"Soak: `{' '.join(['rlx-train', args[3], *opts.overrides])}`, {opts.iterations} iterations, "
-            f"wall {wall / 60:.1f} min\n\n" + "\n".join(table) + "\n")
+    head = f"Soak: `{' '.join(['rlx-train', f'trainer.max_steps={opts.iterations}', *opts.overrides])}`"
+    text = head + (f", wall {wall / 60:.1f} min" if wall else "") + "\n\n" + "\n".join(table) + "\n"
     (out / "soak.md").write_text(text)
     print(text)
 
