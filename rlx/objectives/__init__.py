@@ -18,17 +18,14 @@ from .advantages import (
 from .aggregation import LOSS_AGG_MODES, aggregate_loss, count_seqs, count_tokens
 from .entropy import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from .kl import KL_TYPES, kl_penalty
+from .full_loss import entropy_bonus, kl_loss, policy_loss, policy_loss_keys
 from .losses import (
     POLICY_LOSSES,
     cispo_loss,
     clip_cov_loss,
-    entropy_bonus,
     gspo_loss,
     kl_cov_loss,
-    kl_loss,
     loop_loss,
-    policy_loss,
-    policy_loss_keys,
     ppo_loss,
     reinforce_loss,
 )
