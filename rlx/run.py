@@ -23,6 +23,7 @@ from rlx.console import final_summary
 from rlx.export import export_at_end
 from rlx.hub import check_pretrained_available
 from rlx.interrupt import StopOnSignal, failed_on_error, fit_or_stop
+from rlx.learner.distributed import leave_together
 from rlx.models import prepare_policy
 from rlx.module import RLModule
 from rlx.precision import lightning_precision
@@ -201,4 +202,6 @@ def fit_and_finish(cfg: DictConfig, module: RLModule, logger, callbacks: list | 
     # a signal ends the run KILLED after a checkpoint of its last completed iteration (rlx.interrupt)
     fit_or_stop(trainer, logger, module, DataLoader([0], batch_size=None),
                 ckpt_path=str(ckpt_path) if ckpt_path else None)
-    return finish_run(logger, cfg, module)
+    metrics = finish_run(logger, cfg, module)
+    leave_together()  # ranks exit together once rank 0 has exported and logged the end of the run
+    return metrics

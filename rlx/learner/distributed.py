@@ -66,3 +66,12 @@ def local_rows(global_rows: torch.Tensor, n_local: int) -> torch.Tensor:
     _, rank = world()
     owned = (global_rows >= rank * n_local) & (global_rows < (rank + 1) * n_local)
     return global_rows[owned] - rank * n_local
+
+
+def leave_together() -> None:
+    """Barrier, then destroy the process group, so every rank leaves the run at the same time:
+    a rank that exits while another still holds the group (rank 0 exporting the policy) can
+    abort in the collective backend's threads ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
