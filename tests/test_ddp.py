@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlx.learner.distributed import leave_together
+
 ROOT = Path(__file__).resolve().parent.parent
 GLOBAL_PROMPTS = 4  # x group_size 4 = 16 sequences in the global batch
 OVERRIDES = ["algorithm=repo_r", "algorithm.regulator.zeta_init=0.5", "algorithm.ppo_epochs=2",
@@ -96,6 +98,7 @@ def update_step(out_dir: str, world: int) -> None:
         torch.save({k: v.detach().cpu() for k, v in module.policy.state_dict().items()}, out / "params.pt")
         torch.save(initial, out / "initial.pt")
         (out / "metrics.json").write_text(json.dumps({**module.result, "world": trainer.world_size}))
+    leave_together()  # rank 1 must not exit while rank 0 still writes (gloo aborts the process)
 
 
 def torchrun(nproc: int, *args: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
